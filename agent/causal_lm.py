@@ -1,0 +1,183 @@
+"""Loading a causal LM offline and generating with a reusable prefix cache."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    DynamicCache,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TextStreamer,
+)
+
+from .models import ModelNotFoundError, bundled_smollm2_gguf, cache_dir
+
+logger = logging.getLogger("voice_agent")
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    prompt_tokens: int
+    cached_tokens: int
+    """Prompt tokens whose keys and values came from the previous request."""
+    generated_tokens: int
+
+
+class _CallbackStreamer(TextStreamer):
+    """HF's word-boundary detokenizer, delivering text to a callback instead of stdout."""
+
+    def __init__(self, tokenizer: Any, on_text: Callable[[str], None]) -> None:
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self._on_text = on_text
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        if text:
+            self._on_text(text)
+
+
+class _StopWhenSet(StoppingCriteria):
+    def __init__(self, event: threading.Event) -> None:
+        self._event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> Any:
+        return torch.full((input_ids.shape[0],), self._event.is_set(), dtype=torch.bool)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class CausalLMRuntime:
+    """One model, one cache, used from one thread at a time."""
+
+    def __init__(self, source: str, *, gguf_file: str = "", device: str = "cpu") -> None:
+        self._source = source
+        self._gguf_file = gguf_file
+        self._device = device
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._cache: DynamicCache | None = None
+        self._cached_ids: list[int] = []
+
+    @property
+    def name(self) -> str:
+        return self._source or "SmolLM2-135M-Instruct (bundled GGUF)"
+
+    @property
+    def template_supports_tools(self) -> bool:
+        return "tools" in (self._tokenizer.chat_template or "")
+
+    def load(self) -> None:
+        if self._model is not None:
+            return
+        if not self._source:
+            gguf = bundled_smollm2_gguf()
+            folder = self._converted(gguf.parent, gguf.name)
+        elif self._gguf_file:
+            folder = self._converted(Path(self._source), self._gguf_file)
+        else:
+            folder = Path(self._source)
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            self._model = AutoModelForCausalLM.from_pretrained(
+                str(folder), local_files_only=True, dtype=torch.float32
+            ).to(self._device)
+        except OSError as e:
+            raise ModelNotFoundError(
+                f"cannot load language model {self._source or folder!r} offline: {e}"
+            ) from None
+        self._model.eval()
+
+    def _converted(self, folder: Path, gguf_file: str) -> Path:
+        """GGUF de-quantisation takes ~30 s; it is done once and kept as safetensors."""
+        gguf = folder / gguf_file
+        if not gguf.is_file():
+            raise ModelNotFoundError(f"{gguf}: no such GGUF file")
+        target = cache_dir() / "gguf" / f"{gguf.stem}-{gguf.stat().st_size}"
+        if (target / "model.safetensors").is_file():
+            return target
+        logger.info("converting %s to safetensors (first run only, ~30 s)…", gguf.name)
+        from safetensors.torch import save_model
+
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent))
+        model.config.quantization_config = None
+        model.config.save_pretrained(staging)
+        model.generation_config.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        save_model(model, str(staging / "model.safetensors"))
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+        return target
+
+    def render(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+        ids = self._tokenizer.apply_chat_template(
+            messages, tools=tools, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        return list(ids)
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self._tokenizer.decode(ids, skip_special_tokens=True))
+
+    def generate(
+        self,
+        prompt_ids: list[int],
+        *,
+        on_text: Callable[[str], None],
+        cancelled: threading.Event,
+        max_new_tokens: int,
+        temperature: float,
+    ) -> GenerationStats:
+        self.load()
+        reuse = min(_common_prefix(self._cached_ids, prompt_ids), len(prompt_ids) - 1)
+        if self._cache is None or reuse == 0:
+            self._cache = DynamicCache(config=self._model.config)
+            reuse = 0
+        else:
+            self._cache.crop(reuse - self._cache.get_seq_length())
+        input_ids = torch.tensor([prompt_ids], device=self._device)
+        sampling: dict[str, Any] = (
+            {"do_sample": True, "temperature": temperature}
+            if temperature > 0
+            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        )
+        try:
+            with torch.inference_mode():
+                output = self._model.generate(
+                    input_ids=input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    past_key_values=self._cache,
+                    max_new_tokens=max_new_tokens,
+                    streamer=_CallbackStreamer(self._tokenizer, on_text),
+                    stopping_criteria=StoppingCriteriaList([_StopWhenSet(cancelled)]),
+                    pad_token_id=self._tokenizer.eos_token_id,
+                    **sampling,
+                )
+        except BaseException:
+            self._cache, self._cached_ids = None, []
+            raise
+        sequence = output[0].tolist()
+        self._cached_ids = sequence[: self._cache.get_seq_length()]
+        return GenerationStats(
+            prompt_tokens=len(prompt_ids),
+            cached_tokens=reuse,
+            generated_tokens=len(sequence) - len(prompt_ids),
+        )

@@ -1,0 +1,123 @@
+"""The ``voice-agent`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from audio import AudioDecodeError
+
+from .models import ModelNotFoundError
+from .profile import ENGINES, Profile, ProfileError, load_profile
+
+EXIT_USAGE = 2
+logger = logging.getLogger("voice_agent")
+
+
+class UsageError(Exception):
+    """Bad input from the user: one line on stderr, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class _OneLineFormatter(logging.Formatter):
+    """Library warnings stay, their tracebacks go (``--verbose`` brings them back)."""
+
+    def formatException(self, ei: object) -> str:  # noqa: N802 - logging's name
+        return ""
+
+
+def _configure_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    fmt = "%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s"
+    handler.setFormatter(logging.Formatter(fmt) if verbose else _OneLineFormatter(fmt))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+    logging.getLogger("voice_agent").setLevel(logging.INFO)
+    if not verbose:
+        logging.getLogger("livekit").setLevel(logging.ERROR)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+
+
+def _profile(args: argparse.Namespace) -> Profile:
+    profile = load_profile(args.profile)
+    if args.engine:
+        profile = profile.model_copy(update={"engine": args.engine})
+    return profile
+
+
+def _run_file(args: argparse.Namespace) -> int:
+    from .run_file import OutputDirError, run_file
+
+    if args.speed <= 0:
+        raise UsageError("--speed must be positive")
+    profile = _profile(args)
+    try:
+        result = asyncio.run(
+            run_file(Path(args.input), Path(args.out), profile, speed=args.speed, echo=not args.quiet)
+        )
+    except OutputDirError as e:
+        raise UsageError(str(e)) from None
+    counts = result.summary["counts"]
+    print(
+        f"{counts['user_turn']} user turns, {counts['agent_reply']} replies, "
+        f"{counts['tool_call']} tool calls, {counts['error']} errors"
+    )
+    print(f"wrote {result.out_dir}/agent.wav, conversation.wav and events.jsonl")
+    return 0
+
+
+def _console(args: argparse.Namespace) -> int:
+    from .console import run_console
+
+    run_console(_profile(args))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="voice-agent", description="A local, offline voice assistant.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def with_session_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--profile", default="desktop", help="built-in profile or .toml path")
+        p.add_argument("--engine", choices=ENGINES, help="override the profile's engine")
+
+    run = commands.add_parser("run-file", help="answer a recorded conversation")
+    run.add_argument("input", help="WAV/FLAC/AIFF/OGG recording of the user")
+    run.add_argument("--out", required=True, help="folder for agent.wav, conversation.wav, events.jsonl")
+    run.add_argument("--speed", type=float, default=1.0, help="play the input faster (2 = twice)")
+    run.add_argument("-q", "--quiet", action="store_true", help="no live transcript")
+    with_session_options(run)
+    run.set_defaults(handler=_run_file)
+
+    console = commands.add_parser("console", help="talk through the microphone and speaker")
+    with_session_options(console)
+    console.set_defaults(handler=_console)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        return int(args.handler(args))
+    except (UsageError, AudioDecodeError, ProfileError, ModelNotFoundError) as e:
+        print(f"voice-agent: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""What happened in a session, as JSON lines on the input's timeline and a live transcript."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from livekit.agents import AgentSession, llm
+from livekit.agents.voice import io
+from livekit.agents.voice.events import (
+    AgentFalseInterruptionEvent,
+    ConversationItemAddedEvent,
+    ErrorEvent,
+    FunctionToolsExecutedEvent,
+    UserStateChangedEvent,
+)
+from livekit.agents.voice.io import PlaybackStartedEvent
+
+from audio.file_io import Timeline
+
+METRIC_NAMES = ("eou_delay_s", "ttft_s", "ttfb_s", "e2e_latency_s")
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+class EventLog:
+    """Writes ``events.jsonl`` and prints each turn as it happens."""
+
+    def __init__(self, path: Path, timeline: Timeline, *, echo: TextIO | None = sys.stdout) -> None:
+        self._file = path.open("w", encoding="utf-8")
+        self._timeline = timeline
+        self._echo = echo
+        self._turn_start: float | None = None  # first speech since the last committed turn
+        self._speech_end: float | None = None
+        self._unanswered_end: float | None = None  # end of user speech not yet answered aloud
+        self._eou_delay: float | None = None
+        self._e2e: float | None = None
+        self._reply_start: float | None = None
+        self.counts = {"user_turn": 0, "agent_reply": 0, "tool_call": 0, "interruption": 0, "error": 0}
+        self.metrics: dict[str, list[float]] = {name: [] for name in METRIC_NAMES}
+
+    def attach(self, session: AgentSession, speaker: io.AudioOutput) -> None:
+        speaker.on("playback_started", self._on_playback_started)
+        handlers: dict[str, Callable[[Any], None]] = {
+            "user_state_changed": self._on_user_state,
+            "conversation_item_added": self._on_item,
+            "function_tools_executed": self._on_tools,
+            "agent_false_interruption": self._on_false_interruption,
+            "error": self._on_error,
+        }
+        for name, handler in handlers.items():
+            session.on(name, handler)
+
+    def write(self, kind: str, **fields: Any) -> None:
+        record = {"type": kind, "t": round(self._timeline.now(), 3), **fields}
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+        if kind in self.counts:
+            self.counts[kind] += 1
+
+    def say(self, who: str, text: str) -> None:
+        if self._echo is not None:
+            print(f"[{self._timeline.now():7.2f}s] {who:>6}: {text}", file=self._echo, flush=True)
+
+    def _on_user_state(self, event: UserStateChangedEvent) -> None:
+        # LiveKit backdates these to the VAD's speech boundaries
+        if event.new_state == "speaking" and self._turn_start is None:
+            self._turn_start = self._timeline.at(event.created_at)
+        elif event.old_state == "speaking":
+            self._speech_end = self._timeline.at(event.created_at)
+
+    def _on_playback_started(self, event: PlaybackStartedEvent) -> None:
+        self._reply_start = self._timeline.at(event.created_at)
+        if self._unanswered_end is not None:
+            self._e2e = self._reply_start - self._unanswered_end
+            self._unanswered_end = None
+
+    def _on_item(self, event: ConversationItemAddedEvent) -> None:
+        item = event.item
+        if not isinstance(item, llm.ChatMessage):
+            return
+        if item.role == "user":
+            end = self._unanswered_end = self._speech_end
+            self._eou_delay = None if end is None else self._timeline.at(event.created_at) - end
+            self.write(
+                "user_turn",
+                start=_rounded(self._turn_start),
+                end=_rounded(end),
+                transcript=item.text_content or "",
+            )
+            self.say("user", item.text_content or "(nothing recognised)")
+            self._turn_start = None
+        elif item.role == "assistant":
+            self._on_reply(item)
+
+    def _on_reply(self, item: llm.ChatMessage) -> None:
+        metrics = item.metrics or {}
+        values = {
+            "eou_delay_s": self._eou_delay,
+            "ttft_s": metrics.get("llm_node_ttft"),
+            "ttfb_s": metrics.get("tts_node_ttfb"),
+            "e2e_latency_s": self._e2e,
+        }
+        for name, value in values.items():
+            if value is not None:
+                self.metrics[name].append(value)
+        self._eou_delay = self._e2e = None  # a tool follow-up is not a second answer
+        self.write(
+            "agent_reply",
+            start=_rounded(self._reply_start),
+            text=item.text_content or "",
+            interrupted=item.interrupted,
+            metrics={name: _rounded(value) for name, value in values.items()},
+        )
+        self.say("agent", (item.text_content or "") + (" [interrupted]" if item.interrupted else ""))
+        if item.interrupted:
+            self.write("interruption", by="user", resumed=False)
+
+    def _on_tools(self, event: FunctionToolsExecutedEvent) -> None:
+        for call, output in event.zipped():
+            self.write(
+                "tool_call",
+                name=call.name,
+                arguments=json.loads(call.arguments or "{}"),
+                output=output.output,
+                is_error=output.is_error,
+            )
+            self.say("tool", f"{call.name}({call.arguments}) -> {output.output}")
+
+    def _on_false_interruption(self, event: AgentFalseInterruptionEvent) -> None:
+        self.write("interruption", by="noise", resumed=event.resumed)
+
+    def _on_error(self, event: ErrorEvent) -> None:
+        message = getattr(event.error, "error", None) or event.error
+        self.write("error", source=type(event.source).__name__, message=str(message))
+        self.say("error", str(message))
+
+    def summary(self, **fields: Any) -> dict[str, Any]:
+        figures = {
+            name: {"median": round(statistics.median(v), 3), "count": len(v)}
+            for name, v in self.metrics.items()
+            if v
+        }
+        record = {"counts": dict(self.counts), "metrics": figures, **fields}
+        self.write("summary", **record)
+        return record
+
+    def close(self) -> None:
+        self._file.close()

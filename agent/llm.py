@@ -1,0 +1,216 @@
+"""A local Hugging Face causal LM as a LiveKit ``llm.LLM`` plugin (the lite engine's brain).
+
+Generation streams token by token from one worker thread. The KV cache of the previous
+request is kept, and a new request only prefills what differs from it: in a conversation the
+system prompt and the history are shared, so each turn pays for its new tokens only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from livekit.agents import APIConnectOptions, llm
+from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
+
+from .causal_lm import CausalLMRuntime, GenerationStats
+from .tool_calls import ToolCallFilter, ToolCallParseError
+
+TOOLS_IN_SYSTEM_PROMPT = """
+
+You can call these tools:
+<tools>
+{tools}
+</tools>
+To call a tool, reply with only <tool_call>{{"name": "<tool name>", "arguments": {{<arguments>}}}}</tool_call>"""
+
+FALLBACK_REPLY = "Sorry, I could not do that."
+
+
+@dataclass(frozen=True)
+class TransformersLLMOptions:
+    model: str = ""
+    """HF model id (from the local cache) or folder; "" = the bundled SmolLM2-135M GGUF."""
+    gguf_file: str = ""
+    max_new_tokens: int = 96
+    temperature: float = 0.0
+    """0 decodes greedily."""
+    device: str = "cpu"
+
+
+class TransformersLLM(llm.LLM):
+    def __init__(self, options: TransformersLLMOptions | None = None) -> None:
+        super().__init__()
+        self._opts = options or TransformersLLMOptions()
+        self._runtime = CausalLMRuntime(
+            self._opts.model, gguf_file=self._opts.gguf_file, device=self._opts.device
+        )
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
+
+    @property
+    def model(self) -> str:
+        return self._runtime.name
+
+    @property
+    def provider(self) -> str:
+        return "transformers"
+
+    @property
+    def options(self) -> TransformersLLMOptions:
+        return self._opts
+
+    @property
+    def runtime(self) -> CausalLMRuntime:
+        return self._runtime
+
+    def load(self) -> None:
+        """Load the weights now (blocking), so the first turn is not the one that waits."""
+        self._runtime.load()
+
+    def chat(
+        self,
+        *,
+        chat_ctx: llm.ChatContext,
+        tools: list[llm.Tool] | None = None,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+        parallel_tool_calls: NotGivenOr[bool] = NOT_GIVEN,
+        tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
+        extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
+    ) -> TransformersLLMStream:
+        return TransformersLLMStream(
+            self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options
+        )
+
+    async def warm(self, instructions: str, tools: list[llm.Tool]) -> None:
+        """Prefill the system turn now, so the first user turn only pays for its own tokens."""
+        chat_ctx = llm.ChatContext()
+        chat_ctx.add_message(role="system", content=instructions)
+        prompt_ids = await asyncio.to_thread(self.render_prompt, chat_ctx, tools)
+        stop = threading.Event()
+        stop.set()
+        await self.generate(prompt_ids, lambda _: None, stop)
+
+    def render_prompt(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool]) -> list[int]:
+        """Token ids of the conversation, rendered by the model's own chat template."""
+        self._runtime.load()
+        messages, _ = chat_ctx.to_provider_format("openai", inject_dummy_user_message=False)
+        schemas = llm.ToolContext(tools).parse_function_tools("openai", strict=False)
+        if self._runtime.template_supports_tools:
+            return self._runtime.render(messages, tools=schemas or None)
+        return self._runtime.render(_inline_tools(messages, schemas))
+
+    async def generate(
+        self, prompt_ids: list[int], on_text: Any, cancelled: threading.Event
+    ) -> GenerationStats:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor,
+            lambda: self._runtime.generate(
+                prompt_ids,
+                on_text=on_text,
+                cancelled=cancelled,
+                max_new_tokens=self._opts.max_new_tokens,
+                temperature=self._opts.temperature,
+            ),
+        )
+
+
+def _inline_tools(messages: list[dict], schemas: list[dict]) -> list[dict]:
+    """For chat templates without tool support: tools in the system turn, calls as text."""
+    out: list[dict] = []
+    for message in messages:
+        if message.get("tool_calls"):
+            calls = "".join(
+                '<tool_call>{"name": %s, "arguments": %s}</tool_call>'
+                % (json.dumps(c["function"]["name"]), c["function"]["arguments"] or "{}")
+                for c in message["tool_calls"]
+            )
+            message = {"role": "assistant", "content": (message.get("content") or "") + calls}
+        out.append({**message, "content": message.get("content") or ""})
+    if schemas:
+        listing = "\n".join(json.dumps(s["function"]) for s in schemas)
+        tools_text = TOOLS_IN_SYSTEM_PROMPT.format(tools=listing)
+        if out and out[0]["role"] in ("system", "developer"):
+            out[0] = {"role": "system", "content": out[0]["content"] + tools_text}
+        else:
+            out.insert(0, {"role": "system", "content": tools_text.strip()})
+    return [{**m, "role": "system"} if m["role"] == "developer" else m for m in out]
+
+
+class TransformersLLMStream(llm.LLMStream):
+    def __init__(
+        self,
+        llm_: TransformersLLM,
+        *,
+        chat_ctx: llm.ChatContext,
+        tools: list[llm.Tool],
+        conn_options: APIConnectOptions,
+    ) -> None:
+        super().__init__(llm_, chat_ctx=chat_ctx, tools=tools, conn_options=conn_options)
+        self._engine = llm_
+
+    async def _run(self) -> None:
+        request_id = uuid.uuid4().hex
+        loop = asyncio.get_running_loop()
+        deltas: asyncio.Queue[str] = asyncio.Queue()
+        cancelled = threading.Event()
+        prompt_ids = await asyncio.to_thread(self._engine.render_prompt, self._chat_ctx, self._tools)
+        generation = asyncio.ensure_future(
+            self._engine.generate(
+                prompt_ids, lambda text: loop.call_soon_threadsafe(deltas.put_nowait, text), cancelled
+            )
+        )
+        calls_filter = ToolCallFilter()
+        try:
+            while not (generation.done() and deltas.empty()):
+                getter = asyncio.ensure_future(deltas.get())
+                await asyncio.wait({getter, generation}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    continue
+                self._send(request_id, calls_filter.push(getter.result()))
+            stats = generation.result()
+        finally:
+            cancelled.set()  # the session closed the stream: stop decoding at the next step
+        try:
+            tail, calls = calls_filter.finish()
+        except ToolCallParseError as e:
+            self._emit_error(e, recoverable=True)
+            tail, calls = FALLBACK_REPLY, []
+        self._send(request_id, tail)
+        if calls:
+            self._event_ch.send_nowait(
+                llm.ChatChunk(
+                    id=request_id,
+                    delta=llm.ChoiceDelta(
+                        role="assistant",
+                        tool_calls=[
+                            llm.FunctionToolCall(
+                                name=c.name, arguments=c.arguments, call_id=uuid.uuid4().hex[:12]
+                            )
+                            for c in calls
+                        ],
+                    ),
+                )
+            )
+        self._event_ch.send_nowait(
+            llm.ChatChunk(
+                id=request_id,
+                usage=llm.CompletionUsage(
+                    completion_tokens=stats.generated_tokens,
+                    prompt_tokens=stats.prompt_tokens,
+                    prompt_cached_tokens=stats.cached_tokens,
+                    total_tokens=stats.prompt_tokens + stats.generated_tokens,
+                ),
+            )
+        )
+
+    def _send(self, request_id: str, text: str) -> None:
+        if text:
+            self._event_ch.send_nowait(
+                llm.ChatChunk(id=request_id, delta=llm.ChoiceDelta(role="assistant", content=text))
+            )

@@ -1,0 +1,94 @@
+"""Profiles: everything a session needs, in one TOML file per use (desktop, kiosk, …)."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ENGINES = ("lite",)
+Engine = Literal["lite"]
+
+
+class ProfileError(ValueError):
+    """The profile named or given cannot be used; the message is meant for the user."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VADSettings(_Section):
+    aggressiveness: int = Field(3, ge=0, le=3)
+    frame_ms: Literal[10, 20, 30] = 30
+    min_speech_s: float = Field(0.1, ge=0)
+    min_silence_s: float = Field(0.3, ge=0)
+    padding_s: float = Field(0.3, ge=0)
+
+
+class EndpointingSettings(_Section):
+    min_delay: float = Field(0.5, ge=0)
+    max_delay: float = Field(3.0, ge=0)
+
+
+class InterruptionSettings(_Section):
+    enabled: bool = True
+    min_duration: float = Field(0.5, ge=0)
+    resume_false_interruption: bool = True
+    false_interruption_timeout: float = Field(2.0, ge=0)
+
+
+class VoiceSettings(_Section):
+    language: str = "en"
+    rate: int = Field(175, ge=80, le=450)
+
+
+class LiteEngineSettings(_Section):
+    stt_model: str = ""
+    stt_language: str = "en"
+    llm_model: str = ""
+    llm_gguf_file: str = ""
+    max_new_tokens: int = Field(64, ge=1)
+    temperature: float = Field(0.0, ge=0)
+    preemptive_generation: bool = True
+
+
+class Profile(_Section):
+    name: str
+    prompt: str
+    engine: Engine = "lite"
+    tools: list[str] = []
+    vad: VADSettings = VADSettings()
+    endpointing: EndpointingSettings = EndpointingSettings()
+    interruption: InterruptionSettings = InterruptionSettings()
+    voice: VoiceSettings = VoiceSettings()
+    lite: LiteEngineSettings = LiteEngineSettings()
+
+
+def available_profiles() -> list[str]:
+    folder = resources.files(__package__).joinpath("profiles")
+    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """A built-in profile by name or a TOML file by path."""
+    if name_or_path in available_profiles():
+        text = resources.files(__package__).joinpath(f"profiles/{name_or_path}.toml").read_text("utf-8")
+    elif name_or_path.endswith(".toml") and Path(name_or_path).is_file():
+        text = Path(name_or_path).read_text("utf-8")
+    else:
+        raise ProfileError(
+            f"unknown profile {name_or_path!r} (built-in: {', '.join(available_profiles())}; "
+            "or a path to a .toml file)"
+        )
+    try:
+        return Profile.model_validate(tomllib.loads(text))
+    except tomllib.TOMLDecodeError as e:
+        raise ProfileError(f"profile {name_or_path!r} is not valid TOML: {e}") from None
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ProfileError(f"profile {name_or_path!r}: {where}: {first['msg']}") from None

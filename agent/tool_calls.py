@@ -1,0 +1,109 @@
+"""Finding tool calls in generated text, in every format small models are seen to use.
+
+Formats: ``<tool_call>{…}</tool_call>`` (Hermes, Qwen, SmolLM), ``<|tool_call|>…<|/tool_call|>``
+(Phi-4), ``functools[…]`` (vLLM's Phi-4-mini parser), and a bare JSON object or list of
+``{"name", "arguments"}`` as the whole reply. None of it may reach the TTS.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+TAGGED = re.compile(r"<\|?tool_call\|?>(.*?)(?:<\|?/tool_call\|?>|$)", re.DOTALL)
+FUNCTOOLS = re.compile(r"functools(\[.*\])", re.DOTALL)
+FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+MARKERS = ("<tool_call>", "<|tool_call|>", "functools[")
+JSON_OPENERS = ("{", "[", "```")
+
+
+class ToolCallParseError(ValueError):
+    """The model started a tool call but did not finish a valid one."""
+
+
+@dataclass(frozen=True)
+class ParsedToolCall:
+    name: str
+    arguments: str
+    """JSON object text."""
+
+
+def _calls_from_json(payload: str) -> list[ParsedToolCall]:
+    try:
+        data: Any = json.loads(payload)
+    except json.JSONDecodeError as e:
+        raise ToolCallParseError(f"tool call is not valid JSON ({e.msg}): {payload[:120]!r}") from None
+    items = data if isinstance(data, list) else [data]
+    calls = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ToolCallParseError(f"tool call without a name: {json.dumps(item)[:120]}")
+        args = item.get("arguments", item.get("parameters", {}))
+        if isinstance(args, str):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except json.JSONDecodeError:
+                raise ToolCallParseError(f"arguments of {item['name']} are not JSON") from None
+        if not isinstance(args, dict):
+            raise ToolCallParseError(f"arguments of {item['name']} are not an object")
+        calls.append(ParsedToolCall(name=item["name"], arguments=json.dumps(args)))
+    return calls
+
+
+def parse_tool_calls(text: str) -> tuple[str, list[ParsedToolCall]]:
+    """Split a finished reply into the text to speak and the tool calls it makes."""
+    calls: list[ParsedToolCall] = []
+    if TAGGED.search(text):
+        for match in TAGGED.finditer(text):
+            calls += _calls_from_json(match.group(1).strip())
+        return TAGGED.sub("", text).strip(), calls
+    if match := FUNCTOOLS.search(text):
+        calls = _calls_from_json(match.group(1))
+        return (text[: match.start()] + text[match.end() :]).strip(), calls
+    stripped = text.strip()
+    if stripped.startswith(JSON_OPENERS):
+        fenced = FENCE.match(stripped)
+        return "", _calls_from_json(fenced.group(1) if fenced else stripped)
+    return text, calls
+
+
+def _partial_marker(text: str) -> int:
+    """Length of the longest tail of ``text`` that could begin a marker."""
+    for size in range(min(len(text), max(map(len, MARKERS)) - 1), 0, -1):
+        if any(m.startswith(text[-size:]) for m in MARKERS):
+            return size
+    return 0
+
+
+class ToolCallFilter:
+    """Streams speakable text through, holding back anything that may be a tool call."""
+
+    def __init__(self) -> None:
+        self._text = ""
+        self._sent = 0
+        self._holding = False
+
+    def push(self, delta: str) -> str:
+        """Add generated text; returns what can be spoken now."""
+        self._text += delta
+        if self._holding:
+            return ""
+        if self._sent == 0 and self._text.lstrip().startswith(JSON_OPENERS):
+            self._holding = True
+            return ""
+        positions = [p for m in MARKERS if (p := self._text.find(m, self._sent)) >= 0]
+        end = min(positions) if positions else len(self._text) - _partial_marker(self._text)
+        self._holding = bool(positions)
+        out, self._sent = self._text[self._sent : end], max(self._sent, end)
+        return out
+
+    def finish(self) -> tuple[str, list[ParsedToolCall]]:
+        """The rest of the reply to speak, and its tool calls; raises ToolCallParseError."""
+        speech, calls = parse_tool_calls(self._text[self._sent :])
+        return speech, calls
+
+    @property
+    def text(self) -> str:
+        return self._text

@@ -1,0 +1,162 @@
+"""Offline speech synthesis with pyttsx3 (espeak-ng) as a LiveKit ``tts.TTS`` plugin."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pyttsx3
+import pyttsx3.drivers.espeak as espeak_driver
+import soundfile as sf
+from livekit.agents import APIConnectOptions, tts
+from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
+
+ESPEAK_SAMPLE_RATE = 22050  # what pyttsx3's espeak driver writes
+EMPTY_RESULT_RETRIES = 3
+
+# The espeak driver announces every saved file on stdout, which would corrupt the live
+# transcript; shadowing print in that module only silences the driver.
+espeak_driver.print = lambda *args, **kwargs: None  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Pyttsx3Options:
+    language: str = "en"
+    """BCP-47 code; picks the espeak-ng voice (``en``, ``de``, ``fr-be``…)."""
+    rate: int = 175
+    """Words per minute."""
+    volume: float = 1.0
+
+
+class _EspeakWorker:
+    """Owns the one pyttsx3 engine on the one thread allowed to touch it.
+
+    espeak-ng is initialised once per process, so every Pyttsx3TTS shares this worker.
+    """
+
+    _shared: _EspeakWorker | None = None
+
+    @classmethod
+    def shared(cls) -> _EspeakWorker:
+        if cls._shared is None:
+            cls._shared = cls()
+        return cls._shared
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="espeak")
+        self._engine: pyttsx3.Engine | None = None
+
+    def _ensure_engine(self) -> pyttsx3.Engine:
+        if self._engine is None:
+            self._engine = pyttsx3.init("espeak")
+        return self._engine
+
+    async def voice_for(self, language: str) -> str:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._voice_for, language
+        )
+
+    def _voice_for(self, language: str) -> str:
+        code = language.lower().replace("_", "-")
+        voices = self._ensure_engine().getProperty("voices")
+        for matches in (
+            lambda v: v.id.endswith("/" + code),
+            lambda v: code in [lang.lower() for lang in v.languages],
+            lambda v: any(lang.lower().startswith(code + "-") for lang in v.languages),
+        ):
+            found = [v.id for v in voices if matches(v)]
+            if found:
+                return str(found[0])
+        raise ValueError(f"espeak-ng has no voice for language {language!r}")
+
+    async def synthesize(self, text: str, voice: str, opts: Pyttsx3Options) -> np.ndarray:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._synthesize, text, voice, opts
+        )
+
+    def _synthesize(self, text: str, voice: str, opts: Pyttsx3Options) -> np.ndarray:
+        engine = self._ensure_engine()
+        engine.setProperty("voice", voice)
+        engine.setProperty("rate", opts.rate)
+        engine.setProperty("volume", opts.volume)
+        fd, path = tempfile.mkstemp(suffix=".wav", prefix="voice-agent-tts-")
+        os.close(fd)
+        try:
+            for _ in range(EMPTY_RESULT_RETRIES):
+                engine.save_to_file(text, path)
+                engine.runAndWait()
+                samples, _ = sf.read(path, dtype="int16")
+                if len(samples):
+                    return np.asarray(samples, dtype=np.int16)
+            return np.zeros(0, dtype=np.int16)
+        finally:
+            os.unlink(path)
+
+
+class Pyttsx3TTS(tts.TTS):
+    def __init__(self, options: Pyttsx3Options | None = None) -> None:
+        super().__init__(
+            capabilities=tts.TTSCapabilities(streaming=False),
+            sample_rate=ESPEAK_SAMPLE_RATE,
+            num_channels=1,
+        )
+        self._opts = options or Pyttsx3Options()
+        self._worker = _EspeakWorker.shared()
+        self._voice: str | None = None
+
+    @property
+    def model(self) -> str:
+        return "espeak-ng"
+
+    @property
+    def provider(self) -> str:
+        return "pyttsx3"
+
+    @property
+    def options(self) -> Pyttsx3Options:
+        return self._opts
+
+    async def voice(self) -> str:
+        """The espeak-ng voice id for the configured language; raises ValueError if none."""
+        if self._voice is None:
+            self._voice = await self._worker.voice_for(self._opts.language)
+        return self._voice
+
+    def update_options(self, *, language: str | None = None, rate: int | None = None) -> None:
+        if language is not None and language != self._opts.language:
+            self._voice = None
+        self._opts = replace(
+            self._opts,
+            language=language or self._opts.language,
+            rate=rate or self._opts.rate,
+        )
+
+    def synthesize(
+        self, text: str, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
+    ) -> Pyttsx3ChunkedStream:
+        return Pyttsx3ChunkedStream(tts=self, input_text=text, conn_options=conn_options)
+
+    async def _render(self, text: str) -> np.ndarray:
+        return await self._worker.synthesize(text, await self.voice(), self._opts)
+
+
+class Pyttsx3ChunkedStream(tts.ChunkedStream):
+    def __init__(self, *, tts: Pyttsx3TTS, input_text: str, conn_options: APIConnectOptions):
+        super().__init__(tts=tts, input_text=input_text, conn_options=conn_options)
+        self._pyttsx3 = tts
+
+    async def _run(self, output_emitter: tts.AudioEmitter) -> None:
+        samples = await self._pyttsx3._render(self.input_text)
+        output_emitter.initialize(
+            request_id=uuid.uuid4().hex,
+            sample_rate=ESPEAK_SAMPLE_RATE,
+            num_channels=1,
+            mime_type="audio/pcm",
+        )
+        output_emitter.push(samples.tobytes())
+        output_emitter.flush()
