@@ -93,12 +93,14 @@ class CausalLMRuntime:
             folder = self._converted(Path(self._source), self._gguf_file)
         else:
             folder = Path(self._source)
+            if folder.exists() and not (folder / "config.json").is_file():
+                raise ModelNotFoundError(f"{folder}: not a transformers model folder (no config.json)")
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
             self._model = AutoModelForCausalLM.from_pretrained(
                 str(folder), local_files_only=True, dtype=torch.float32
             ).to(self._device)
-        except OSError as e:
+        except (OSError, ValueError) as e:
             raise ModelNotFoundError(
                 f"cannot load language model {self._source or folder!r} offline: {e}"
             ) from None

@@ -77,9 +77,13 @@ def _run_file(args: argparse.Namespace) -> int:
 
 
 def _console(args: argparse.Namespace) -> int:
-    from .console import run_console
+    from .console import NoAudioDeviceError, run_console
 
-    run_console(_profile(args))
+    profile = _profile(args)
+    try:
+        run_console(profile)
+    except NoAudioDeviceError as e:
+        raise UsageError(str(e)) from None
     return 0
 
 

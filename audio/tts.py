@@ -81,12 +81,15 @@ class _EspeakWorker:
 
     def _synthesize(self, text: str, voice: str, opts: Pyttsx3Options) -> np.ndarray:
         engine = self._ensure_engine()
-        engine.setProperty("voice", voice)
-        engine.setProperty("rate", opts.rate)
-        engine.setProperty("volume", opts.volume)
         fd, path = tempfile.mkstemp(suffix=".wav", prefix="voice-agent-tts-")
         os.close(fd)
         try:
+            # espeak may apply a voice change with the rate in force before it, so the rate
+            # goes in on both sides of the voice (measured: any other order loses it at times)
+            engine.setProperty("rate", opts.rate)
+            engine.setProperty("voice", voice)
+            engine.setProperty("rate", opts.rate)
+            engine.setProperty("volume", opts.volume)
             for _ in range(EMPTY_RESULT_RETRIES):
                 engine.save_to_file(text, path)
                 engine.runAndWait()

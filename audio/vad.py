@@ -7,6 +7,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import webrtcvad
+import numpy as np
 from livekit import rtc
 from livekit.agents import vad
 
@@ -27,6 +28,9 @@ class WebRTCVADOptions:
     """Hangover: silence needed before END_OF_SPEECH, so short pauses don't end turns."""
     padding_s: float = 0.3
     """Pre-roll kept before the detected start, so the first syllable reaches the STT."""
+    min_level_dbfs: float = -45.0
+    """Windows quieter than this are silence whatever webrtcvad says: it adapts to the noise
+    floor only after a while and takes steady noise at the start of a stream for speech."""
     max_buffered_speech_s: float = 60.0
 
     def __post_init__(self) -> None:
@@ -71,6 +75,7 @@ class WebRTCVADStream(vad.VADStream):
         self._min_speech_w = max(1, round(opts.min_speech_s / self._window_s))
         self._min_silence_w = max(1, round(opts.min_silence_s / self._window_s))
         self._max_speech_w = round(opts.max_buffered_speech_s / self._window_s)
+        self._min_power = (32768 * 10 ** (opts.min_level_dbfs / 20)) ** 2
         self._resampler: rtc.AudioResampler | None = None
         self._input_rate = 0
         self._reset()
@@ -91,6 +96,9 @@ class WebRTCVADStream(vad.VADStream):
     async def _main_task(self) -> None:
         async for item in self._input_ch:
             if isinstance(item, self._FlushSentinel):
+                if self._resampler is not None:  # what the resampler still holds is audio too
+                    tail = b"".join(bytes(f.data) for f in self._resampler.flush())
+                    self._process(samples_to_frame(np.zeros(0, np.int16), VAD_SAMPLE_RATE), tail)
                 if self._speaking:
                     self._publish(vad.VADEventType.END_OF_SPEECH, 0.0)
                 self._resampler = None
@@ -110,17 +118,21 @@ class WebRTCVADStream(vad.VADStream):
         out = self._resampler.push(samples_to_frame(mono, frame.sample_rate))
         return b"".join(bytes(f.data) for f in out)
 
-    def _process(self, frame: rtc.AudioFrame) -> None:
+    def _process(self, frame: rtc.AudioFrame, audio: bytes | None = None) -> None:
         started = time.perf_counter()
-        audio = self._pending + self._to_vad_rate(frame)
+        audio = self._pending + (self._to_vad_rate(frame) if audio is None else audio)
         size = self._window * 2
-        windows = [audio[i : i + size] for i in range(0, len(audio) - size + 1, size)]
-        self._pending = audio[len(windows) * size :]
-        if not windows:
+        count = len(audio) // size
+        self._pending = audio[count * size :]
+        if not count:
             return
+        samples = np.frombuffer(audio, dtype=np.int16, count=count * self._window)
+        power = np.square(samples.reshape(count, self._window), dtype=np.float32).mean(axis=1)
+        loud = (power >= self._min_power).tolist()
         is_speech = self._detector.is_speech
-        for window in windows:
-            self._advance(window, is_speech(window, VAD_SAMPLE_RATE), started)
+        for i in range(count):
+            window = audio[i * size : (i + 1) * size]
+            self._advance(window, loud[i] and is_speech(window, VAD_SAMPLE_RATE), started)
         self._emit(
             vad.VADEventType.INFERENCE_DONE,
             inference_duration=time.perf_counter() - started,

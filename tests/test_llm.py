@@ -1,0 +1,78 @@
+"""The lite engine's language model: real SmolLM2 weights, streamed, with a reused prefix cache."""
+
+from __future__ import annotations
+
+import pytest
+from livekit.agents import llm
+
+from agent.llm import FALLBACK_REPLY, TransformersLLM, TransformersLLMOptions
+from agent.models import ModelNotFoundError
+from tools import get_time
+
+SYSTEM = "You are a helpful voice assistant. Answer in one short sentence."
+
+
+@pytest.fixture(scope="module")
+def smollm() -> TransformersLLM:
+    model = TransformersLLM(TransformersLLMOptions(max_new_tokens=24))
+    model.load()
+    return model
+
+
+def conversation(*turns: str) -> llm.ChatContext:
+    ctx = llm.ChatContext()
+    ctx.add_message(role="system", content=SYSTEM)
+    for i, text in enumerate(turns):
+        ctx.add_message(role="user" if i % 2 == 0 else "assistant", content=text)
+    return ctx
+
+
+async def reply(model: TransformersLLM, ctx: llm.ChatContext, tools=None):
+    pieces, usage = [], None
+    async for chunk in model.chat(chat_ctx=ctx, tools=tools or []):
+        if chunk.delta and chunk.delta.content:
+            pieces.append(chunk.delta.content)
+        usage = chunk.usage or usage
+    return pieces, usage
+
+
+async def test_the_answer_streams_in_several_pieces(smollm):
+    pieces, usage = await reply(smollm, conversation("What is the capital of France?"))
+    assert "Paris" in "".join(pieces)
+    assert len(pieces) > 1, "text should reach the TTS word by word, not at the end"
+    assert usage.completion_tokens > 1
+
+
+async def test_a_follow_up_turn_reuses_the_cached_history(smollm):
+    first, _ = await reply(smollm, conversation("What is the capital of France?"))
+    ctx = conversation("What is the capital of France?", "".join(first), "And of Germany?")
+    warm, usage = await reply(smollm, ctx)
+    assert usage.prompt_cached_tokens > usage.prompt_tokens / 2
+    cold = TransformersLLM(TransformersLLMOptions(max_new_tokens=24))
+    cold_pieces, cold_usage = await reply(cold, ctx)
+    assert cold_usage.prompt_cached_tokens == 0
+    assert "".join(warm) == "".join(cold_pieces), "the cache must not change the answer"
+
+
+def test_tools_are_rendered_into_the_prompt(smollm):
+    prompt = smollm.runtime.decode(smollm.render_prompt(conversation("Time?"), [get_time]))
+    assert '"name": "get_time"' in prompt and "IANA time zone" in prompt
+    assert prompt.index("get_time") < prompt.index("Time?"), "tools belong to the system turn"
+
+
+def test_a_past_tool_call_and_result_stay_in_the_history(smollm):
+    ctx = conversation("What time is it?")
+    ctx.insert(llm.FunctionCall(call_id="c1", name="get_time", arguments="{}"))
+    ctx.insert(llm.FunctionCallOutput(call_id="c1", name="get_time", output="Monday 10:00", is_error=False))
+    prompt = smollm.runtime.decode(smollm.render_prompt(ctx, [get_time]))
+    assert '<tool_call>{"name": "get_time", "arguments": {}}</tool_call>' in prompt
+    assert prompt.index("tool_call") < prompt.index("Monday 10:00")
+
+
+def test_the_fallback_reply_is_short_and_spoken_english():
+    assert FALLBACK_REPLY.endswith(".") and len(FALLBACK_REPLY.split()) < 10
+
+
+def test_a_missing_model_folder_is_named_in_the_error(tmp_path):
+    with pytest.raises(ModelNotFoundError, match=str(tmp_path)):
+        TransformersLLM(TransformersLLMOptions(model=str(tmp_path))).load()

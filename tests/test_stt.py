@@ -1,0 +1,58 @@
+"""The offline recognizer understands real English speech."""
+
+from __future__ import annotations
+
+import re
+
+import jiwer
+import pytest
+from livekit.agents.stt import SpeechEventType
+
+from agent.models import ModelNotFoundError
+from agent.stt import FasterWhisperOptions, FasterWhisperSTT
+from audio import load_audio
+from audio.pcm import samples_to_frame
+from tests.conftest import SHARED_AUDIO
+
+JFK = (
+    "And so my fellow Americans, ask not what your country can do for you, "
+    "ask what you can do for your country."
+)
+
+
+def words(text: str) -> str:
+    return re.sub(r"[^a-z' ]", " ", text.lower()).strip()
+
+
+@pytest.fixture(scope="module")
+def whisper() -> FasterWhisperSTT:
+    stt = FasterWhisperSTT()
+    stt.load()
+    return stt
+
+
+async def test_jfk_is_transcribed_within_15_percent_word_error(whisper):
+    # the session hands the STT its own frames: 44.1 kHz stereo arrives here already mixed
+    samples = load_audio(SHARED_AUDIO / "jfk.flac", 24000)
+    event = await whisper.recognize(samples_to_frame(samples, 24000))
+    assert event.type == SpeechEventType.FINAL_TRANSCRIPT
+    transcript = event.alternatives[0].text
+    assert jiwer.wer(words(JFK), words(transcript)) <= 0.15, transcript
+
+
+async def test_short_numbers_are_heard(whisper):
+    samples = load_audio(SHARED_AUDIO / "one_two_three_en.wav", 16000)
+    event = await whisper.recognize(samples_to_frame(samples, 16000))
+    assert words(event.alternatives[0].text).split() == ["one", "two", "three"]
+
+
+def test_a_missing_model_folder_is_named_in_the_error(tmp_path):
+    stt = FasterWhisperSTT(FasterWhisperOptions(model=str(tmp_path)))
+    with pytest.raises(ModelNotFoundError, match="not a faster-whisper model folder"):
+        stt.load()
+
+
+def test_an_unknown_model_name_fails_offline_with_its_name():
+    stt = FasterWhisperSTT(FasterWhisperOptions(model="large-v9"))
+    with pytest.raises(ModelNotFoundError, match="large-v9"):
+        stt.load()
