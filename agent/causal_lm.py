@@ -147,6 +147,7 @@ class CausalLMRuntime:
         cancelled: threading.Event,
         max_new_tokens: int,
         temperature: float,
+        repetition_penalty: float = 1.0,
     ) -> GenerationStats:
         self.load()
         reuse = min(_common_prefix(self._cached_ids, prompt_ids), len(prompt_ids) - 1)
@@ -168,6 +169,7 @@ class CausalLMRuntime:
                     attention_mask=torch.ones_like(input_ids),
                     past_key_values=self._cache,
                     max_new_tokens=max_new_tokens,
+                    repetition_penalty=repetition_penalty,
                     streamer=_CallbackStreamer(self._tokenizer, on_text),
                     stopping_criteria=StoppingCriteriaList([_StopWhenSet(cancelled)]),
                     pad_token_id=self._tokenizer.eos_token_id,

@@ -37,6 +37,7 @@ class EventLog:
         self._timeline = timeline
         self._echo = echo
         self._turn_start: float | None = None  # first speech since the last committed turn
+        self._speech_start: float | None = None  # of the latest speech
         self._speech_end: float | None = None
         self._unanswered_end: float | None = None  # end of user speech not yet answered aloud
         self._eou_delay: float | None = None
@@ -70,8 +71,10 @@ class EventLog:
 
     def _on_user_state(self, event: UserStateChangedEvent) -> None:
         # LiveKit backdates these to the VAD's speech boundaries
-        if event.new_state == "speaking" and self._turn_start is None:
-            self._turn_start = self._timeline.at(event.created_at)
+        if event.new_state == "speaking":
+            self._speech_start = self._timeline.at(event.created_at)
+            if self._turn_start is None:
+                self._turn_start = self._speech_start
         elif event.old_state == "speaking":
             self._speech_end = self._timeline.at(event.created_at)
 
@@ -88,9 +91,11 @@ class EventLog:
         if item.role == "user":
             end = self._unanswered_end = self._speech_end
             self._eou_delay = None if end is None else self._timeline.at(event.created_at) - end
+            # a transcript that arrives after its turn was committed becomes a turn of its
+            # own: it carries the bounds of the latest speech
             self.write(
                 "user_turn",
-                start=_rounded(self._turn_start),
+                start=_rounded(self._turn_start if self._turn_start is not None else self._speech_start),
                 end=_rounded(end),
                 transcript=item.text_content or "",
             )

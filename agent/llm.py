@@ -40,6 +40,7 @@ class TransformersLLMOptions:
     max_new_tokens: int = 96
     temperature: float = 0.0
     """0 decodes greedily."""
+    repetition_penalty: float = 1.0
     device: str = "cpu"
 
 
@@ -115,6 +116,7 @@ class TransformersLLM(llm.LLM):
                 cancelled=cancelled,
                 max_new_tokens=self._opts.max_new_tokens,
                 temperature=self._opts.temperature,
+                repetition_penalty=self._opts.repetition_penalty,
             ),
         )
 

@@ -51,8 +51,9 @@ class LiteEngineSettings(_Section):
     stt_language: str = "en"
     llm_model: str = ""
     llm_gguf_file: str = ""
-    max_new_tokens: int = Field(64, ge=1)
+    max_new_tokens: int = Field(48, ge=1)
     temperature: float = Field(0.0, ge=0)
+    repetition_penalty: float = Field(1.2, ge=1.0)
     preemptive_generation: bool = True
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-from livekit.agents import AgentSession
+from livekit.agents import Agent, AgentSession
 
 from audio import FileAudioInput, Timeline, TimelineAudioOutput, load_audio
 
@@ -68,7 +68,32 @@ async def run_file(
     samples = load_audio(input_path, SAMPLE_RATE)
     prepare_out_dir(out_dir)
     session, agent = await build_session(profile)
+    logger.info("playing %s (%.1f s) at %gx", input_path, len(samples) / SAMPLE_RATE, speed)
+    summary = await play_conversation(
+        session,
+        agent,
+        samples,
+        out_dir,
+        speed=speed,
+        settle_s=profile.vad.min_silence_s + profile.endpointing.max_delay + 1.0,
+        echo=echo,
+        source=str(input_path),
+    )
+    return RunResult(out_dir=out_dir, summary=summary)
 
+
+async def play_conversation(
+    session: AgentSession,
+    agent: Agent,
+    samples: np.ndarray,
+    out_dir: Path,
+    *,
+    speed: float,
+    settle_s: float,
+    echo: bool,
+    source: str,
+) -> dict[str, Any]:
+    """Plays ``samples`` (24 kHz mono) into the session and writes the three outputs."""
     timeline = Timeline(speed)
     audio_in = FileAudioInput(samples, SAMPLE_RATE, timeline)
     audio_out = TimelineAudioOutput(timeline, sample_rate=SAMPLE_RATE)
@@ -76,11 +101,9 @@ async def run_file(
     session.output.audio = audio_out
     log = EventLog(out_dir / "events.jsonl", timeline, echo=sys.stdout if echo else None)
     log.attach(session, audio_out)
-    logger.info("playing %s (%.1f s) at %gx", input_path, audio_in.duration, speed)
     await session.start(agent, record=False)
     await audio_in.finished.wait()
-    settle = profile.vad.min_silence_s + profile.endpointing.max_delay + 1.0
-    if not await _wait_until_idle(session, settle):
+    if not await _wait_until_idle(session, settle_s):
         log.write("error", source="run-file", message="the agent did not finish within the timeout")
     audio_in.close()
     await session.aclose()
@@ -96,10 +119,10 @@ async def run_file(
         subtype="PCM_16",
     )
     summary = log.summary(
-        input=str(input_path),
+        input=source,
         input_duration_s=round(audio_in.duration, 3),
         agent_speech_s=round(float(np.count_nonzero(agent_track)) / SAMPLE_RATE, 3),
         files=["agent.wav", "conversation.wav", "events.jsonl"],
     )
     log.close()
-    return RunResult(out_dir=out_dir, summary=summary)
+    return summary

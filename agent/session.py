@@ -44,6 +44,7 @@ async def build_session(profile: Profile) -> tuple[AgentSession, Agent]:
             gguf_file=lite.llm_gguf_file,
             max_new_tokens=lite.max_new_tokens,
             temperature=lite.temperature,
+            repetition_penalty=lite.repetition_penalty,
         )
     )
     logger.info("loading speech recognizer: %s", stt.model)

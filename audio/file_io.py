@@ -153,7 +153,7 @@ class TimelineAudioOutput(io.AudioOutput):
 
     async def _play(self) -> None:
         played = 0.0
-        due = time.monotonic()
+        due = 0.0  # long past: the first frame starts a fresh run at the present
         while True:
             item = await self._queue.get()
             if isinstance(item, _SegmentEnd):

@@ -1,0 +1,63 @@
+"""Bad input gets one clear line on stderr and exit code 2 — never a traceback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import DEMO, voice_agent
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "empty.wav").write_bytes(b"")
+    rng = np.random.default_rng(7)
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF" + bytes(rng.integers(0, 256, 4000, dtype=np.uint8)))
+    (tmp_path / "notes.txt").write_text("call mum at six\n")
+    (tmp_path / "a-file").write_text("")
+    return tmp_path
+
+
+CASES = {
+    "missing": (["run-file", "{d}/nope.wav", "--out", "{d}/out"], "nope.wav: no such file"),
+    "empty": (["run-file", "{d}/empty.wav", "--out", "{d}/out"], "the file is empty"),
+    "corrupt": (["run-file", "{d}/corrupt.wav", "--out", "{d}/out"], "not a readable audio file"),
+    "not-audio": (["run-file", "{d}/notes.txt", "--out", "{d}/out"], "not a readable audio file"),
+    "unknown-profile": (
+        ["run-file", str(DEMO), "--out", "{d}/out", "--profile", "kitchen"],
+        "unknown profile 'kitchen'",
+    ),
+    "unknown-engine": (
+        ["run-file", str(DEMO), "--out", "{d}/out", "--engine", "cloud"],
+        "invalid choice: 'cloud'",
+    ),
+    "unwritable-out": (["run-file", str(DEMO), "--out", "{d}/a-file/out"], "cannot write there"),
+    "bad-speed": (["run-file", str(DEMO), "--out", "{d}/out", "--speed", "0"], "--speed must be positive"),
+    "no-command": ([], "the following arguments are required"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_exits_2_with_one_line(files, case):
+    args, message = CASES[case]
+    result = voice_agent(*(a.format(d=files) for a in args))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert lines[0].startswith("voice-agent")
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_console_without_audio_devices_says_so():
+    sounddevice = pytest.importorskip("sounddevice")
+    try:
+        sounddevice.query_devices(kind="input")
+        pytest.skip("this machine has a microphone; the no-device path cannot be shown here")
+    except sounddevice.PortAudioError:
+        pass
+    result = voice_agent("console")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "voice-agent: error: no microphone found: console needs a default audio input device "
+        "(use run-file to answer a recording instead)"
+    )

@@ -1,0 +1,77 @@
+"""run-file answers real recorded speech end to end through LiveKit's AgentSession."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audio import load_audio
+from tests.conftest import SHARED_AUDIO, voice_agent
+
+RATE = 24000
+
+
+@pytest.fixture(scope="module")
+def jfk_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("jfk")
+    result = voice_agent("run-file", str(SHARED_AUDIO / "jfk.flac"), "--out", str(out), timeout=600)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    return out, events, result
+
+
+def test_the_speech_becomes_user_turns_with_transcripts(jfk_run):
+    _, events, _ = jfk_run
+    turns = [e for e in events if e["type"] == "user_turn"]
+    assert turns and all(t["transcript"] for t in turns)
+    heard = " ".join(t["transcript"] for t in turns).lower()
+    assert "country" in heard and "americans" in heard
+    assert all(0 <= t["start"] < t["end"] <= 11.1 for t in turns)
+    assert turns[0]["start"] < 0.5, "jfk starts speaking at once"
+
+
+def test_the_agent_answers_aloud_with_metrics(jfk_run):
+    out, events, _ = jfk_run
+    replies = [e for e in events if e["type"] == "agent_reply"]
+    assert replies and all(r["text"] for r in replies)
+    agent, rate = sf.read(out / "agent.wav", dtype="int16")
+    assert rate == RATE
+    answered = [r for r in replies if not r["interrupted"]]
+    assert answered, "at least one reply should be heard to its end"
+    for reply in answered:
+        first_half_second = agent[int(reply["start"] * RATE) : int((reply["start"] + 0.5) * RATE)]
+        level = 20 * np.log10(np.sqrt(np.mean(first_half_second.astype(np.float64) ** 2)) / 32768)
+        assert level > -40, f"reply at {reply['start']} s should be audible"
+    metrics = answered[-1]["metrics"]
+    assert set(metrics) == {"eou_delay_s", "ttft_s", "ttfb_s", "e2e_latency_s"}
+    assert all(value is not None and value > 0 for value in metrics.values()), metrics
+
+
+def test_the_conversation_is_written_on_one_timeline(jfk_run):
+    out, events, _ = jfk_run
+    stereo, rate = sf.read(out / "conversation.wav", dtype="int16")
+    assert rate == RATE and stereo.shape[1] == 2
+    user = load_audio(SHARED_AUDIO / "jfk.flac", RATE)
+    # left is the user: the same samples, up to the resampler's dither of a few LSB
+    assert np.abs(stereo[: len(user), 0].astype(np.int32) - user).max() <= 4
+    agent, _ = sf.read(out / "agent.wav", dtype="int16")
+    assert np.array_equal(stereo[:, 1], agent), "right is the agent"
+    # the agent never starts talking before the user's first turn has ended
+    first_turn_end = next(e["end"] for e in events if e["type"] == "user_turn")
+    assert not agent[: int(first_turn_end * RATE)].any()
+
+
+def test_events_are_ordered_and_end_with_a_summary(jfk_run):
+    _, events, result = jfk_run
+    times = [e["t"] for e in events]
+    assert times == sorted(times)
+    summary = events[-1]
+    assert summary["type"] == "summary"
+    assert summary["counts"]["user_turn"] == sum(e["type"] == "user_turn" for e in events)
+    assert summary["counts"]["error"] == 0
+    assert summary["metrics"]["e2e_latency_s"]["median"] > 0
+    # the live transcript printed what the events recorded
+    assert "user:" in result.stdout and "agent:" in result.stdout
