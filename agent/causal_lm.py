@@ -50,7 +50,9 @@ class _StopWhenSet(StoppingCriteria):
     def __init__(self, event: threading.Event) -> None:
         self._event = event
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> Any:
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any
+    ) -> Any:
         return torch.full((input_ids.shape[0],), self._event.is_set(), dtype=torch.bool)
 
 
@@ -94,12 +96,15 @@ class CausalLMRuntime:
         else:
             folder = Path(self._source)
             if folder.exists() and not (folder / "config.json").is_file():
-                raise ModelNotFoundError(f"{folder}: not a transformers model folder (no config.json)")
+                raise ModelNotFoundError(
+                    f"{folder}: not a transformers model folder (no config.json)"
+                )
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-            self._model = AutoModelForCausalLM.from_pretrained(
+            model: Any = AutoModelForCausalLM.from_pretrained(
                 str(folder), local_files_only=True, dtype=torch.float32
-            ).to(self._device)
+            )
+            self._model = model.to(self._device)
         except (OSError, ValueError) as e:
             raise ModelNotFoundError(
                 f"cannot load language model {self._source or folder!r} offline: {e}"

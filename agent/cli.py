@@ -63,7 +63,9 @@ def _run_file(args: argparse.Namespace) -> int:
     profile = _profile(args)
     try:
         result = asyncio.run(
-            run_file(Path(args.input), Path(args.out), profile, speed=args.speed, echo=not args.quiet)
+            run_file(
+                Path(args.input), Path(args.out), profile, speed=args.speed, echo=not args.quiet
+            )
         )
     except OutputDirError as e:
         raise UsageError(str(e)) from None
@@ -98,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run-file", help="answer a recorded conversation")
     run.add_argument("input", help="WAV/FLAC/AIFF/OGG recording of the user")
-    run.add_argument("--out", required=True, help="folder for agent.wav, conversation.wav, events.jsonl")
+    run.add_argument(
+        "--out", required=True, help="folder for agent.wav, conversation.wav, events.jsonl"
+    )
     run.add_argument("--speed", type=float, default=1.0, help="play the input faster (2 = twice)")
     run.add_argument("-q", "--quiet", action="store_true", help="no live transcript")
     with_session_options(run)

@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 from livekit.agents import AgentSession, llm
+from livekit.agents.metrics import STTMetrics
 from livekit.agents.voice import io
 from livekit.agents.voice.events import (
     AgentFalseInterruptionEvent,
     ConversationItemAddedEvent,
     ErrorEvent,
     FunctionToolsExecutedEvent,
+    MetricsCollectedEvent,
     UserStateChangedEvent,
 )
 from livekit.agents.voice.io import PlaybackStartedEvent
@@ -23,6 +24,7 @@ from livekit.agents.voice.io import PlaybackStartedEvent
 from audio.file_io import Timeline
 
 METRIC_NAMES = ("eou_delay_s", "ttft_s", "ttfb_s", "e2e_latency_s")
+"""Per reply; the summary adds ``stt_s``, the recognizer's time per utterance."""
 
 
 def _rounded(value: float | None) -> float | None:
@@ -43,20 +45,23 @@ class EventLog:
         self._eou_delay: float | None = None
         self._e2e: float | None = None
         self._reply_start: float | None = None
-        self.counts = {"user_turn": 0, "agent_reply": 0, "tool_call": 0, "interruption": 0, "error": 0}
-        self.metrics: dict[str, list[float]] = {name: [] for name in METRIC_NAMES}
+        self.counts = {
+            "user_turn": 0,
+            "agent_reply": 0,
+            "tool_call": 0,
+            "interruption": 0,
+            "error": 0,
+        }
+        self.metrics: dict[str, list[float]] = {name: [] for name in (*METRIC_NAMES, "stt_s")}
 
     def attach(self, session: AgentSession, speaker: io.AudioOutput) -> None:
         speaker.on("playback_started", self._on_playback_started)
-        handlers: dict[str, Callable[[Any], None]] = {
-            "user_state_changed": self._on_user_state,
-            "conversation_item_added": self._on_item,
-            "function_tools_executed": self._on_tools,
-            "agent_false_interruption": self._on_false_interruption,
-            "error": self._on_error,
-        }
-        for name, handler in handlers.items():
-            session.on(name, handler)
+        session.on("user_state_changed", self._on_user_state)
+        session.on("conversation_item_added", self._on_item)
+        session.on("function_tools_executed", self._on_tools)
+        session.on("agent_false_interruption", self._on_false_interruption)
+        session.on("error", self._on_error)
+        session.on("metrics_collected", self._on_metrics)
 
     def write(self, kind: str, **fields: Any) -> None:
         record = {"type": kind, "t": round(self._timeline.now(), 3), **fields}
@@ -95,7 +100,9 @@ class EventLog:
             # own: it carries the bounds of the latest speech
             self.write(
                 "user_turn",
-                start=_rounded(self._turn_start if self._turn_start is not None else self._speech_start),
+                start=_rounded(
+                    self._turn_start if self._turn_start is not None else self._speech_start
+                ),
                 end=_rounded(end),
                 transcript=item.text_content or "",
             )
@@ -123,7 +130,9 @@ class EventLog:
             interrupted=item.interrupted,
             metrics={name: _rounded(value) for name, value in values.items()},
         )
-        self.say("agent", (item.text_content or "") + (" [interrupted]" if item.interrupted else ""))
+        self.say(
+            "agent", (item.text_content or "") + (" [interrupted]" if item.interrupted else "")
+        )
         if item.interrupted:
             self.write("interruption", by="user", resumed=False)
 
@@ -137,6 +146,15 @@ class EventLog:
                 is_error=output.is_error,
             )
             self.say("tool", f"{call.name}({call.arguments}) -> {output.output}")
+
+    def _on_metrics(self, event: MetricsCollectedEvent) -> None:
+        if isinstance(event.metrics, STTMetrics):
+            self.write(
+                "stt",
+                audio_s=round(event.metrics.audio_duration, 3),
+                duration_s=round(event.metrics.duration, 3),
+            )
+            self.metrics["stt_s"].append(event.metrics.duration)
 
     def _on_false_interruption(self, event: AgentFalseInterruptionEvent) -> None:
         self.write("interruption", by="noise", resumed=event.resumed)

@@ -11,6 +11,7 @@ import asyncio
 import json
 import threading
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,8 @@ You can call these tools:
 <tools>
 {tools}
 </tools>
-To call a tool, reply with only <tool_call>{{"name": "<tool name>", "arguments": {{<arguments>}}}}</tool_call>"""
+To call a tool, reply with only \
+<tool_call>{{"name": "<tool name>", "arguments": {{<arguments>}}}}</tool_call>"""
 
 FALLBACK_REPLY = "Sorry, I could not do that."
 
@@ -87,7 +89,7 @@ class TransformersLLM(llm.LLM):
             self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options
         )
 
-    async def warm(self, instructions: str, tools: list[llm.Tool]) -> None:
+    async def warm(self, instructions: str, tools: Sequence[llm.Tool | llm.Toolset]) -> None:
         """Prefill the system turn now, so the first user turn only pays for its own tokens."""
         chat_ctx = llm.ChatContext()
         chat_ctx.add_message(role="system", content=instructions)
@@ -96,7 +98,9 @@ class TransformersLLM(llm.LLM):
         stop.set()
         await self.generate(prompt_ids, lambda _: None, stop)
 
-    def render_prompt(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool]) -> list[int]:
+    def render_prompt(
+        self, chat_ctx: llm.ChatContext, tools: Sequence[llm.Tool | llm.Toolset]
+    ) -> list[int]:
         """Token ids of the conversation, rendered by the model's own chat template."""
         self._runtime.load()
         messages, _ = chat_ctx.to_provider_format("openai", inject_dummy_user_message=False)
@@ -127,8 +131,8 @@ def _inline_tools(messages: list[dict], schemas: list[dict]) -> list[dict]:
     for message in messages:
         if message.get("tool_calls"):
             calls = "".join(
-                '<tool_call>{"name": %s, "arguments": %s}</tool_call>'
-                % (json.dumps(c["function"]["name"]), c["function"]["arguments"] or "{}")
+                f'<tool_call>{{"name": {json.dumps(c["function"]["name"])}, '
+                f'"arguments": {c["function"]["arguments"] or "{}"}}}</tool_call>'
                 for c in message["tool_calls"]
             )
             message = {"role": "assistant", "content": (message.get("content") or "") + calls}
@@ -160,10 +164,14 @@ class TransformersLLMStream(llm.LLMStream):
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue[str] = asyncio.Queue()
         cancelled = threading.Event()
-        prompt_ids = await asyncio.to_thread(self._engine.render_prompt, self._chat_ctx, self._tools)
+        prompt_ids = await asyncio.to_thread(
+            self._engine.render_prompt, self._chat_ctx, self._tools
+        )
         generation = asyncio.ensure_future(
             self._engine.generate(
-                prompt_ids, lambda text: loop.call_soon_threadsafe(deltas.put_nowait, text), cancelled
+                prompt_ids,
+                lambda text: loop.call_soon_threadsafe(deltas.put_nowait, text),
+                cancelled,
             )
         )
         calls_filter = ToolCallFilter()

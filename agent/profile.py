@@ -71,13 +71,19 @@ class Profile(_Section):
 
 def available_profiles() -> list[str]:
     folder = resources.files(__package__).joinpath("profiles")
-    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+    return sorted(
+        p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
+    )
 
 
 def load_profile(name_or_path: str) -> Profile:
     """A built-in profile by name or a TOML file by path."""
     if name_or_path in available_profiles():
-        text = resources.files(__package__).joinpath(f"profiles/{name_or_path}.toml").read_text("utf-8")
+        text = (
+            resources.files(__package__)
+            .joinpath(f"profiles/{name_or_path}.toml")
+            .read_text("utf-8")
+        )
     elif name_or_path.endswith(".toml") and Path(name_or_path).is_file():
         text = Path(name_or_path).read_text("utf-8")
     else:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from faster_whisper import WhisperModel
 from livekit.agents import APIConnectOptions, stt
+from livekit.agents.language import LanguageCode
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import AudioBuffer
 from livekit.agents.utils.audio import merge_frames
@@ -24,7 +25,7 @@ WHISPER_SAMPLE_RATE = 16000
 @dataclass(frozen=True)
 class FasterWhisperOptions:
     model: str = ""
-    """faster-whisper size name (``tiny.en``, ``small``…) or a CTranslate2 folder; "" = bundled tiny.en."""
+    """faster-whisper size (``tiny.en``, ``small``…) or CTranslate2 folder; "" = bundled tiny.en."""
     language: str = "en"
     device: str = "cpu"
     compute_type: str = "int8"
@@ -34,9 +35,7 @@ class FasterWhisperOptions:
 
 class FasterWhisperSTT(stt.STT):
     def __init__(self, options: FasterWhisperOptions | None = None) -> None:
-        super().__init__(
-            capabilities=stt.STTCapabilities(streaming=False, interim_results=False)
-        )
+        super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
         self._opts = options or FasterWhisperOptions()
         self._model: WhisperModel | None = None
         self._lock = asyncio.Lock()
@@ -56,7 +55,9 @@ class FasterWhisperSTT(stt.STT):
         source = self._opts.model or str(bundled_whisper_dir())
         if Path(source).exists():
             if not Path(source, "model.bin").is_file():
-                raise ModelNotFoundError(f"{source}: not a faster-whisper model folder (no model.bin)")
+                raise ModelNotFoundError(
+                    f"{source}: not a faster-whisper model folder (no model.bin)"
+                )
         try:
             self._model = WhisperModel(
                 source,
@@ -96,5 +97,7 @@ class FasterWhisperSTT(stt.STT):
         return stt.SpeechEvent(
             type=stt.SpeechEventType.FINAL_TRANSCRIPT,
             request_id=uuid.uuid4().hex,
-            alternatives=[stt.SpeechData(language=self._opts.language or "en", text=text)],
+            alternatives=[
+                stt.SpeechData(language=LanguageCode(self._opts.language or "en"), text=text)
+            ],
         )

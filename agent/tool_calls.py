@@ -34,7 +34,9 @@ def _calls_from_json(payload: str) -> list[ParsedToolCall]:
     try:
         data: Any = json.loads(payload)
     except json.JSONDecodeError as e:
-        raise ToolCallParseError(f"tool call is not valid JSON ({e.msg}): {payload[:120]!r}") from None
+        raise ToolCallParseError(
+            f"tool call is not valid JSON ({e.msg}): {payload[:120]!r}"
+        ) from None
     items = data if isinstance(data, list) else [data]
     calls = []
     for item in items:
@@ -59,9 +61,9 @@ def parse_tool_calls(text: str) -> tuple[str, list[ParsedToolCall]]:
         for match in TAGGED.finditer(text):
             calls += _calls_from_json(match.group(1).strip())
         return TAGGED.sub("", text).strip(), calls
-    if match := FUNCTOOLS.search(text):
-        calls = _calls_from_json(match.group(1))
-        return (text[: match.start()] + text[match.end() :]).strip(), calls
+    if listing := FUNCTOOLS.search(text):
+        calls = _calls_from_json(listing.group(1))
+        return (text[: listing.start()] + text[listing.end() :]).strip(), calls
     stripped = text.strip()
     if stripped.startswith(JSON_OPENERS):
         fenced = FENCE.match(stripped)

@@ -15,7 +15,7 @@ class AudioDecodeError(ValueError):
 
 
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Decode WAV/FLAC/AIFF/OGG (any rate, depth, channel count) to int16 mono at ``sample_rate``."""
+    """WAV/FLAC/AIFF/OGG of any rate, depth and channel count, as int16 mono at ``sample_rate``."""
     path = Path(path)
     if not path.exists():
         raise AudioDecodeError(f"{path}: no such file")

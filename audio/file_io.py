@@ -102,7 +102,9 @@ class TimelineAudioOutput(io.AudioOutput):
         )
         self._timeline = timeline
         self._rate = sample_rate
-        self._chunker = AudioByteStream(sample_rate, 1, samples_per_channel=sample_rate * OUTPUT_FRAME_MS // 1000)
+        self._chunker = AudioByteStream(
+            sample_rate, 1, samples_per_channel=sample_rate * OUTPUT_FRAME_MS // 1000
+        )
         self._queue: asyncio.Queue[rtc.AudioFrame | _SegmentEnd] = asyncio.Queue()
         self._state_changed = asyncio.Event()
         self._paused = False

@@ -33,9 +33,7 @@ def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndar
     """Resample a whole int16 mono signal at once."""
     if source_rate == target_rate or len(samples) == 0:
         return np.asarray(samples, dtype=np.int16)
-    resampler = rtc.AudioResampler(
-        source_rate, target_rate, quality=rtc.AudioResamplerQuality.HIGH
-    )
+    resampler = rtc.AudioResampler(source_rate, target_rate, quality=rtc.AudioResamplerQuality.HIGH)
     frames = resampler.push(samples_to_frame(samples, source_rate)) + resampler.flush()
     return np.concatenate([frame_to_mono(f) for f in frames]) if frames else np.zeros(0, np.int16)
 

@@ -6,8 +6,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-import webrtcvad
 import numpy as np
+import webrtcvad
 from livekit import rtc
 from livekit.agents import vad
 
@@ -45,7 +45,9 @@ class WebRTCVADOptions:
 class WebRTCVAD(vad.VAD):
     def __init__(self, options: WebRTCVADOptions | None = None) -> None:
         self._opts = options or WebRTCVADOptions()
-        super().__init__(capabilities=vad.VADCapabilities(update_interval=self._opts.frame_ms / 1000))
+        super().__init__(
+            capabilities=vad.VADCapabilities(update_interval=self._opts.frame_ms / 1000)
+        )
 
     @property
     def model(self) -> str:
@@ -84,7 +86,9 @@ class WebRTCVADStream(vad.VADStream):
     def _reset(self) -> None:
         # durations are counted in windows: integer bookkeeping keeps the hot loop cheap
         self._pending = b""
-        self._preroll: deque[bytes] = deque(maxlen=max(1, round(self._opts.padding_s / self._window_s)))
+        self._preroll: deque[bytes] = deque(
+            maxlen=max(1, round(self._opts.padding_s / self._window_s))
+        )
         self._speech: list[bytes] = []
         self._speaking = False
         self._samples_index = 0

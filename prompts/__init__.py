@@ -12,7 +12,9 @@ class PromptNotFoundError(LookupError):
 
 def available_prompts() -> list[str]:
     return sorted(
-        p.name.removesuffix(".txt") for p in resources.files(__name__).iterdir() if p.name.endswith(".txt")
+        p.name.removesuffix(".txt")
+        for p in resources.files(__name__).iterdir()
+        if p.name.endswith(".txt")
     )
 
 
@@ -23,6 +25,7 @@ def load_prompt(name_or_path: str) -> str:
     path = Path(name_or_path)
     if path.is_file():
         return path.read_text("utf-8").strip()
+    built_in = ", ".join(available_prompts())
     raise PromptNotFoundError(
-        f"unknown prompt {name_or_path!r} (built-in: {', '.join(available_prompts())}; or a file path)"
+        f"unknown prompt {name_or_path!r} (built-in: {built_in}; or a file path)"
     )

@@ -48,7 +48,10 @@ def test_stereo_24_bit_input_is_mixed_down_not_dropped():
         (None, "no such file"),
         (b"", "the file is empty"),
         (b"just some notes, not audio\n" * 20, "not a readable audio file"),
-        (bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)), "not a readable audio file"),
+        (
+            bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)),
+            "not a readable audio file",
+        ),
     ],
     ids=["missing", "empty", "text", "random-bytes"],
 )

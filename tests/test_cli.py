@@ -12,7 +12,9 @@ from tests.conftest import DEMO, voice_agent
 def files(tmp_path):
     (tmp_path / "empty.wav").write_bytes(b"")
     rng = np.random.default_rng(7)
-    (tmp_path / "corrupt.wav").write_bytes(b"RIFF" + bytes(rng.integers(0, 256, 4000, dtype=np.uint8)))
+    (tmp_path / "corrupt.wav").write_bytes(
+        b"RIFF" + bytes(rng.integers(0, 256, 4000, dtype=np.uint8))
+    )
     (tmp_path / "notes.txt").write_text("call mum at six\n")
     (tmp_path / "a-file").write_text("")
     return tmp_path
@@ -32,7 +34,10 @@ CASES = {
         "invalid choice: 'cloud'",
     ),
     "unwritable-out": (["run-file", str(DEMO), "--out", "{d}/a-file/out"], "cannot write there"),
-    "bad-speed": (["run-file", str(DEMO), "--out", "{d}/out", "--speed", "0"], "--speed must be positive"),
+    "bad-speed": (
+        ["run-file", str(DEMO), "--out", "{d}/out", "--speed", "0"],
+        "--speed must be positive",
+    ),
     "no-command": ([], "the following arguments are required"),
 }
 

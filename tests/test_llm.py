@@ -63,7 +63,9 @@ def test_tools_are_rendered_into_the_prompt(smollm):
 def test_a_past_tool_call_and_result_stay_in_the_history(smollm):
     ctx = conversation("What time is it?")
     ctx.insert(llm.FunctionCall(call_id="c1", name="get_time", arguments="{}"))
-    ctx.insert(llm.FunctionCallOutput(call_id="c1", name="get_time", output="Monday 10:00", is_error=False))
+    ctx.insert(
+        llm.FunctionCallOutput(call_id="c1", name="get_time", output="Monday 10:00", is_error=False)
+    )
     prompt = smollm.runtime.decode(smollm.render_prompt(ctx, [get_time]))
     assert '<tool_call>{"name": "get_time", "arguments": {}}</tool_call>' in prompt
     assert prompt.index("tool_call") < prompt.index("Monday 10:00")

@@ -11,9 +11,11 @@ from agent.tool_calls import ToolCallFilter, ToolCallParseError, parse_tool_call
 TIME_CALL = {"name": "get_time", "arguments": {"timezone": "Asia/Tokyo"}}
 
 FORMATS = {
-    "hermes": '<tool_call>{"name": "get_time", "arguments": {"timezone": "Asia/Tokyo"}}</tool_call>',
-    "phi4": '<|tool_call|>[{"name": "get_time", "arguments": {"timezone": "Asia/Tokyo"}}]<|/tool_call|>',
-    "functools": 'functools[{"name": "get_time", "arguments": {"timezone": "Asia/Tokyo"}}]',
+    "hermes": '<tool_call>{"name": "get_time", "arguments": {"timezone": "Asia/Tokyo"}}</tool_call>',  # noqa: E501
+    "phi4": (
+        '<|tool_call|>[{"name": "get_time", "arguments": {"timezone": "Asia/Tokyo"}}]<|/tool_call|>'
+    ),
+    "functools": 'functools[{"name": "get_time", "arguments": {"timezone": "Asia/Tokyo"}}]',  # noqa: E501
     "bare-object": '{"name": "get_time", "parameters": {"timezone": "Asia/Tokyo"}}',
     "bare-list": '[{"name": "get_time", "arguments": "{\\"timezone\\": \\"Asia/Tokyo\\"}"}]',
     "fenced": '```json\n{"name": "get_time", "arguments": {"timezone": "Asia/Tokyo"}}\n```',

@@ -13,7 +13,7 @@ import re
 from datetime import datetime
 
 import numpy as np
-from livekit.agents import APIConnectOptions, Agent, llm
+from livekit.agents import Agent, llm
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 
 from agent.profile import load_profile
@@ -28,7 +28,9 @@ class ScriptedToolModel(llm.LLM):
     """Stands in for a tool-capable model: asks for get_time, then reads its output out."""
 
     def chat(self, *, chat_ctx, tools=None, conn_options=DEFAULT_API_CONNECT_OPTIONS, **_):
-        return _ScriptedStream(self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options)
+        return _ScriptedStream(
+            self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options
+        )
 
 
 class _ScriptedStream(llm.LLMStream):
@@ -44,9 +46,11 @@ class _ScriptedStream(llm.LLMStream):
 
 
 async def test_a_time_question_runs_get_time_and_speaks_its_answer(tmp_path):
-    question = await Pyttsx3TTS(Pyttsx3Options(language="en-us")).synthesize(
-        "What time is it right now?"
-    ).collect()
+    question = (
+        await Pyttsx3TTS(Pyttsx3Options(language="en-us"))
+        .synthesize("What time is it right now?")
+        .collect()
+    )
     speech = resample(np.frombuffer(question.data, np.int16), question.sample_rate, SAMPLE_RATE)
     silence = np.zeros(SAMPLE_RATE // 2, np.int16)
     samples = np.concatenate([silence, speech, np.zeros(SAMPLE_RATE * 5, np.int16)])

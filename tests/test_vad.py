@@ -14,7 +14,9 @@ from tests.conftest import SHARED_AUDIO
 LONG_PAUSES_EN = [(6.9, 9.2), (19.6, 20.2), (39.0, 39.6), (46.8, 48.7), (50.1, 51.0)]
 
 
-async def segments(samples: np.ndarray, rate: int, options: WebRTCVADOptions | None = None, frame_ms: int = 20):
+async def segments(
+    samples: np.ndarray, rate: int, options: WebRTCVADOptions | None = None, frame_ms: int = 20
+):
     """(start, end) seconds of each utterance, and all events."""
     stream = WebRTCVAD(options).stream()
     step = rate * frame_ms // 1000
