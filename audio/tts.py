@@ -13,11 +13,12 @@ import numpy as np
 import pyttsx3
 import pyttsx3.drivers.espeak as espeak_driver
 import soundfile as sf
-from livekit.agents import APIConnectOptions, tts
+from livekit.agents import APIConnectOptions, APIError, tts
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 
 ESPEAK_SAMPLE_RATE = 22050  # what pyttsx3's espeak driver writes
 EMPTY_RESULT_RETRIES = 3
+WAV_HEADER_BYTES = 44
 
 # The espeak driver announces every saved file on stdout, which would corrupt the live
 # transcript; shadowing print in that module only silences the driver.
@@ -91,12 +92,15 @@ class _EspeakWorker:
             engine.setProperty("rate", opts.rate)
             engine.setProperty("volume", opts.volume)
             for _ in range(EMPTY_RESULT_RETRIES):
+                # the driver at times cancels an utterance it thinks is still playing and
+                # leaves the file empty: write again
+                os.truncate(path, 0)
                 engine.save_to_file(text, path)
                 engine.runAndWait()
-                samples, _ = sf.read(path, dtype="int16")
-                if len(samples):
+                if os.path.getsize(path) > WAV_HEADER_BYTES:
+                    samples, _ = sf.read(path, dtype="int16")
                     return np.asarray(samples, dtype=np.int16)
-            return np.zeros(0, dtype=np.int16)
+            raise APIError(f"espeak-ng gave no audio for {text[:40]!r}", retryable=True)
         finally:
             os.unlink(path)
 
