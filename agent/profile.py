@@ -53,7 +53,7 @@ class LiteEngineSettings(_Section):
     llm_gguf_file: str = ""
     max_new_tokens: int = Field(48, ge=1)
     temperature: float = Field(0.0, ge=0)
-    repetition_penalty: float = Field(1.2, ge=1.0)
+    repetition_penalty: float = Field(1.05, ge=1.0)
     preemptive_generation: bool = True
 
 

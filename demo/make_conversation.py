@@ -14,10 +14,11 @@ import soundfile as sf
 
 RATE = 16000
 VOICE = "en-us+m3"  # not the agent's voice, so the two are easy to tell apart
+# (pause before, line): the pauses leave the agent time to answer on a 2-core CPU
 LINES = [
-    (0.5, "Hello there! Can you hear me?"),
-    (5.0, "What time is it right now?"),
-    (6.0, "Thank you. What is the capital of France?"),
+    (0.5, "Hello there, can you hear me?"),
+    (9.0, "What time is it right now?"),
+    (9.0, "What is the capital of France?"),
 ]
 TRAILING_SILENCE_S = 1.0
 
