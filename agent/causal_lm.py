@@ -7,62 +7,16 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    DynamicCache,
-    StoppingCriteria,
-    StoppingCriteriaList,
-    TextStreamer,
-)
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
+from .generation import GenerationStats, common_prefix, streaming_kwargs
 from .models import ModelNotFoundError, bundled_smollm2_gguf, cache_dir
 
 logger = logging.getLogger("voice_agent")
-
-
-@dataclass(frozen=True)
-class GenerationStats:
-    prompt_tokens: int
-    cached_tokens: int
-    """Prompt tokens whose keys and values came from the previous request."""
-    generated_tokens: int
-
-
-class _CallbackStreamer(TextStreamer):
-    """HF's word-boundary detokenizer, delivering text to a callback instead of stdout."""
-
-    def __init__(self, tokenizer: Any, on_text: Callable[[str], None]) -> None:
-        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        self._on_text = on_text
-
-    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-        if text:
-            self._on_text(text)
-
-
-class _StopWhenSet(StoppingCriteria):
-    def __init__(self, event: threading.Event) -> None:
-        self._event = event
-
-    def __call__(
-        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any
-    ) -> Any:
-        return torch.full((input_ids.shape[0],), self._event.is_set(), dtype=torch.bool)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 class CausalLMRuntime:
@@ -155,18 +109,13 @@ class CausalLMRuntime:
         repetition_penalty: float = 1.0,
     ) -> GenerationStats:
         self.load()
-        reuse = min(_common_prefix(self._cached_ids, prompt_ids), len(prompt_ids) - 1)
+        reuse = min(common_prefix(self._cached_ids, prompt_ids), len(prompt_ids) - 1)
         if self._cache is None or reuse == 0:
             self._cache = DynamicCache(config=self._model.config)
             reuse = 0
         else:
             self._cache.crop(reuse - self._cache.get_seq_length())
         input_ids = torch.tensor([prompt_ids], device=self._device)
-        sampling: dict[str, Any] = (
-            {"do_sample": True, "temperature": temperature}
-            if temperature > 0
-            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-        )
         try:
             with torch.inference_mode():
                 output = self._model.generate(
@@ -175,10 +124,10 @@ class CausalLMRuntime:
                     past_key_values=self._cache,
                     max_new_tokens=max_new_tokens,
                     repetition_penalty=repetition_penalty,
-                    streamer=_CallbackStreamer(self._tokenizer, on_text),
-                    stopping_criteria=StoppingCriteriaList([_StopWhenSet(cancelled)]),
                     pad_token_id=self._tokenizer.eos_token_id,
-                    **sampling,
+                    **streaming_kwargs(
+                        self._tokenizer, on_text, cancelled, temperature=temperature
+                    ),
                 )
         except BaseException:
             self._cache, self._cached_ids = None, []

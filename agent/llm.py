@@ -19,7 +19,8 @@ from typing import Any
 from livekit.agents import APIConnectOptions, llm
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 
-from .causal_lm import CausalLMRuntime, GenerationStats
+from .causal_lm import CausalLMRuntime
+from .generation import GenerationStats
 from .tool_calls import ToolCallFilter, ToolCallParseError
 
 TOOLS_IN_SYSTEM_PROMPT = """
