@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import NoReturn
 
 from audio import AudioDecodeError
 
 from .models import ModelNotFoundError
+from .phi4mm.checkpoint import DEFAULT_MODEL, DEFAULT_REVISION
 from .profile import ENGINES, Profile, ProfileError, load_profile
 
 EXIT_USAGE = 2
@@ -41,6 +43,8 @@ def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     logging.getLogger("voice_agent").setLevel(logging.INFO)
     if not verbose:
+        # each adapter load after the first: expected, since Phi-4-MM carries two
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
         logging.getLogger("livekit").setLevel(logging.ERROR)
         from transformers.utils import logging as hf_logging
 
@@ -52,6 +56,13 @@ def _profile(args: argparse.Namespace) -> Profile:
     profile = load_profile(args.profile)
     if args.engine:
         profile = profile.model_copy(update={"engine": args.engine})
+    if args.model:
+        if profile.engine == "phi4mm":
+            settings = profile.phi4mm.model_copy(update={"model": args.model})
+            profile = profile.model_copy(update={"phi4mm": settings})
+        else:
+            lite = profile.lite.model_copy(update={"llm_model": args.model})
+            profile = profile.model_copy(update={"lite": lite})
     return profile
 
 
@@ -89,6 +100,20 @@ def _console(args: argparse.Namespace) -> int:
     return 0
 
 
+def _download_model(args: argparse.Namespace) -> int:
+    from .phi4mm.checkpoint import download_model
+
+    print(f"downloading {args.model} at revision {args.revision} (about 13 GB)…", flush=True)
+    try:
+        path = download_model(args.model, args.revision, Path(args.dir) if args.dir else None)
+    except OSError as e:  # hub unreachable, disk full, unknown repository or revision
+        raise UsageError(f"could not download {args.model}@{args.revision}: {e}") from None
+    print(f"saved to {path}")
+    if args.dir:
+        print(f"use it with: voice-agent run-file INPUT --out DIR --engine phi4mm --model {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="voice-agent", description="A local, offline voice assistant.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
@@ -97,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     def with_session_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--profile", default="desktop", help="built-in profile or .toml path")
         p.add_argument("--engine", choices=ENGINES, help="override the profile's engine")
+        p.add_argument(
+            "--model", help="the engine's model: a folder, or a hub id already in the local cache"
+        )
 
     run = commands.add_parser("run-file", help="answer a recorded conversation")
     run.add_argument("input", help="WAV/FLAC/AIFF/OGG recording of the user")
@@ -111,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     console = commands.add_parser("console", help="talk through the microphone and speaker")
     with_session_options(console)
     console.set_defaults(handler=_console)
+
+    download = commands.add_parser(
+        "download-model", help="fetch Phi-4-multimodal's weights (needs internet)"
+    )
+    download.add_argument("--model", default=DEFAULT_MODEL, help="hub repository id")
+    download.add_argument("--revision", default=DEFAULT_REVISION, help="branch, tag or PR ref")
+    download.add_argument("--dir", help="a folder to put it in (default: the Hugging Face cache)")
+    download.set_defaults(handler=_download_model)
     return parser
 
 

@@ -6,7 +6,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO, runtime_checkable
 
 from livekit.agents import AgentSession, llm
 from livekit.agents.metrics import STTMetrics
@@ -31,6 +31,13 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
+@runtime_checkable
+class ItemDetails(Protocol):
+    """An engine that knows more about the turns and replies it handled than LiveKit reports."""
+
+    def item_details(self, item_id: str) -> dict[str, Any]: ...
+
+
 class EventLog:
     """Writes ``events.jsonl`` and prints each turn as it happens."""
 
@@ -45,6 +52,8 @@ class EventLog:
         self._eou_delay: float | None = None
         self._e2e: float | None = None
         self._reply_start: float | None = None
+        self._reply_started_at = 0.0  # wall clock
+        self._details: ItemDetails | None = None
         self.counts = {
             "user_turn": 0,
             "agent_reply": 0,
@@ -55,6 +64,7 @@ class EventLog:
         self.metrics: dict[str, list[float]] = {name: [] for name in (*METRIC_NAMES, "stt_s")}
 
     def attach(self, session: AgentSession, speaker: io.AudioOutput) -> None:
+        self._details = session.llm if isinstance(session.llm, ItemDetails) else None
         speaker.on("playback_started", self._on_playback_started)
         session.on("user_state_changed", self._on_user_state)
         session.on("conversation_item_added", self._on_item)
@@ -81,10 +91,11 @@ class EventLog:
             if self._turn_start is None:
                 self._turn_start = self._speech_start
         elif event.old_state == "speaking":
-            self._speech_end = self._timeline.at(event.created_at)
+            self._speech_end = self._unanswered_end = self._timeline.at(event.created_at)
 
     def _on_playback_started(self, event: PlaybackStartedEvent) -> None:
         self._reply_start = self._timeline.at(event.created_at)
+        self._reply_started_at = event.created_at
         if self._unanswered_end is not None:
             self._e2e = self._reply_start - self._unanswered_end
             self._unanswered_end = None
@@ -94,17 +105,21 @@ class EventLog:
         if not isinstance(item, llm.ChatMessage):
             return
         if item.role == "user":
-            end = self._unanswered_end = self._speech_end
-            self._eou_delay = None if end is None else self._timeline.at(event.created_at) - end
-            # a transcript that arrives after its turn was committed becomes a turn of its
-            # own: it carries the bounds of the latest speech
+            details = self._item_details(item.id)
+            start_at = details.pop("speech_started_at", 0.0)
+            end_at = details.pop("speech_ended_at", 0.0)
+            start = self._timeline.at(start_at) if start_at else self._turn_start
+            end = self._timeline.at(end_at) if end_at else self._speech_end
+            if start is None:  # a transcript that came after its turn was committed
+                start = self._speech_start
+            if not end_at:
+                self._eou_delay = None if end is None else self._timeline.at(event.created_at) - end
             self.write(
                 "user_turn",
-                start=_rounded(
-                    self._turn_start if self._turn_start is not None else self._speech_start
-                ),
+                start=_rounded(start),
                 end=_rounded(end),
                 transcript=item.text_content or "",
+                **details,
             )
             self.say("user", item.text_content or "(nothing recognised)")
             self._turn_start = None
@@ -119,6 +134,14 @@ class EventLog:
             "ttfb_s": metrics.get("tts_node_ttfb"),
             "e2e_latency_s": self._e2e,
         }
+        details = self._item_details(item.id)
+        if values["ttft_s"] is None and "ttft_s" in details:
+            # LiveKit times no nodes for a realtime model, and its transcripts come after the
+            # reply: the engine timed the turn and its first text; the TTS's share is what
+            # remains until the first audio frame
+            values["ttft_s"] = details["ttft_s"]
+            values["ttfb_s"] = self._reply_started_at - details["first_text_at"]
+            values["eou_delay_s"] = details["eou_delay_s"]
         for name, value in values.items():
             if value is not None:
                 self.metrics[name].append(value)
@@ -135,6 +158,9 @@ class EventLog:
         )
         if item.interrupted:
             self.write("interruption", by="user", resumed=False)
+
+    def _item_details(self, item_id: str) -> dict[str, Any]:
+        return {} if self._details is None else self._details.item_details(item_id)
 
     def _on_tools(self, event: FunctionToolsExecutedEvent) -> None:
         for call, output in event.zipped():

@@ -9,8 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-ENGINES = ("lite",)
-Engine = Literal["lite"]
+ENGINES = ("lite", "phi4mm")
+Engine = Literal["lite", "phi4mm"]
 
 
 class ProfileError(ValueError):
@@ -57,6 +57,17 @@ class LiteEngineSettings(_Section):
     preemptive_generation: bool = True
 
 
+class Phi4MMSettings(_Section):
+    model: str = "microsoft/Phi-4-multimodal-instruct"
+    """Hub id (looked up in the local Hugging Face cache) or a checkpoint folder."""
+    revision: str = "refs/pr/70"
+    device: str = "auto"
+    """auto: CUDA in bf16 when there is a GPU, else the CPU in fp32."""
+    attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
+    max_new_tokens: int = Field(128, ge=1)
+    temperature: float = Field(0.0, ge=0)
+
+
 class Profile(_Section):
     name: str
     prompt: str
@@ -67,6 +78,7 @@ class Profile(_Section):
     interruption: InterruptionSettings = InterruptionSettings()
     voice: VoiceSettings = VoiceSettings()
     lite: LiteEngineSettings = LiteEngineSettings()
+    phi4mm: Phi4MMSettings = Phi4MMSettings()
 
 
 def available_profiles() -> list[str]:

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
-from livekit.agents import Agent, AgentSession, TurnHandlingOptions
+from livekit.agents import Agent, AgentSession, TurnHandlingOptions, llm
 
 from audio import Pyttsx3Options, Pyttsx3TTS, WebRTCVAD, WebRTCVADOptions
 from prompts import load_prompt
 from tools import resolve_tools
 
 from .llm import TransformersLLM, TransformersLLMOptions
+from .phi4mm.engine import Phi4MMOptions
+from .phi4mm.realtime import Phi4MMRealtimeModel
 from .profile import Profile, ProfileError
 from .stt import FasterWhisperOptions, FasterWhisperSTT
 
@@ -36,27 +39,14 @@ async def build_session(profile: Profile) -> tuple[AgentSession, Agent]:
     except ValueError as e:
         raise ProfileError(f"profile {profile.name!r}: {e}") from None
 
-    lite = profile.lite
-    stt = FasterWhisperSTT(FasterWhisperOptions(model=lite.stt_model, language=lite.stt_language))
-    llm = TransformersLLM(
-        TransformersLLMOptions(
-            model=lite.llm_model,
-            gguf_file=lite.llm_gguf_file,
-            max_new_tokens=lite.max_new_tokens,
-            temperature=lite.temperature,
-            repetition_penalty=lite.repetition_penalty,
-        )
-    )
-    logger.info("loading speech recognizer: %s", stt.model)
-    await asyncio.to_thread(stt.load)
-    logger.info("loading language model: %s", llm.model)
-    await asyncio.to_thread(llm.load)
-    await llm.warm(instructions, tools)
-
+    vad_options = WebRTCVADOptions(**profile.vad.model_dump())
+    engine: dict[str, Any]
+    if profile.engine == "phi4mm":
+        engine = {"llm": await _phi4mm(profile)}
+    else:
+        engine = await _lite(profile, instructions, tools)
     session: AgentSession = AgentSession(
-        vad=WebRTCVAD(WebRTCVADOptions(**profile.vad.model_dump())),
-        stt=stt,
-        llm=llm,
+        vad=WebRTCVAD(vad_options),
         tts=tts,
         turn_handling=TurnHandlingOptions(
             turn_detection="vad",
@@ -72,9 +62,52 @@ async def build_session(profile: Profile) -> tuple[AgentSession, Agent]:
                 "resume_false_interruption": profile.interruption.resume_false_interruption,
                 "false_interruption_timeout": profile.interruption.false_interruption_timeout,
             },
-            preemptive_generation={"enabled": lite.preemptive_generation},
+            preemptive_generation={"enabled": profile.lite.preemptive_generation},
         ),
         aec_warmup_duration=None,
         user_away_timeout=None,
+        **engine,
     )
     return session, Agent(instructions=instructions, tools=tools)
+
+
+async def _lite(
+    profile: Profile, instructions: str, tools: list[llm.Tool | llm.Toolset]
+) -> dict[str, Any]:
+    """faster-whisper for the ears, a small transformers LM for the answer."""
+    lite = profile.lite
+    stt = FasterWhisperSTT(FasterWhisperOptions(model=lite.stt_model, language=lite.stt_language))
+    model = TransformersLLM(
+        TransformersLLMOptions(
+            model=lite.llm_model,
+            gguf_file=lite.llm_gguf_file,
+            max_new_tokens=lite.max_new_tokens,
+            temperature=lite.temperature,
+            repetition_penalty=lite.repetition_penalty,
+        )
+    )
+    logger.info("loading speech recognizer: %s", stt.model)
+    await asyncio.to_thread(stt.load)
+    logger.info("loading language model: %s", model.model)
+    await asyncio.to_thread(model.load)
+    await model.warm(instructions, tools)
+    return {"stt": stt, "llm": model}
+
+
+async def _phi4mm(profile: Profile) -> Phi4MMRealtimeModel:
+    """Phi-4-multimodal hears the audio itself: no separate recognizer."""
+    settings = profile.phi4mm
+    model = Phi4MMRealtimeModel(
+        Phi4MMOptions(
+            model=settings.model,
+            revision=settings.revision,
+            device=settings.device,
+            attention=settings.attention,
+            max_new_tokens=settings.max_new_tokens,
+            temperature=settings.temperature,
+        ),
+        segmenter=WebRTCVADOptions(**profile.vad.model_dump()),
+    )
+    logger.info("loading Phi-4-multimodal: %s", settings.model)
+    await asyncio.to_thread(model.load)
+    return model

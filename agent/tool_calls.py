@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-TAGGED = re.compile(r"<\|?tool_call\|?>(.*?)(?:<\|?/tool_call\|?>|$)", re.DOTALL)
+# closing tag as Phi-4 spells it, as llama.cpp's parser spells it, or missing at the end
+TAGGED = re.compile(r"<\|?tool_call\|?>(.*?)(?:<\|?/tool_call\|?>|</\|tool_call\|>|$)", re.DOTALL)
 FUNCTOOLS = re.compile(r"functools(\[.*\])", re.DOTALL)
 FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 MARKERS = ("<tool_call>", "<|tool_call|>", "functools[")

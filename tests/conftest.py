@@ -35,6 +35,14 @@ def shared_audio() -> Path:
     return SHARED_AUDIO
 
 
+@pytest.fixture(scope="session")
+def tiny_phi4mm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight Phi-4-multimodal in the real checkpoint's layout (built, never fetched)."""
+    from tests.tiny_phi4mm import build_tiny_phi4mm
+
+    return build_tiny_phi4mm(tmp_path_factory.mktemp("tiny-phi4mm"))
+
+
 def voice_agent(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Runs the installed CLI the way a user does."""
     return subprocess.run(

@@ -15,6 +15,9 @@ FORMATS = {
     "phi4": (
         '<|tool_call|>[{"name": "get_time", "arguments": {"timezone": "Asia/Tokyo"}}]<|/tool_call|>'
     ),
+    "phi4-llama.cpp-close": (
+        '<|tool_call|>[{"name": "get_time", "arguments": {"timezone": "Asia/Tokyo"}}]</|tool_call|>'
+    ),
     "functools": 'functools[{"name": "get_time", "arguments": {"timezone": "Asia/Tokyo"}}]',  # noqa: E501
     "bare-object": '{"name": "get_time", "parameters": {"timezone": "Asia/Tokyo"}}',
     "bare-list": '[{"name": "get_time", "arguments": "{\\"timezone\\": \\"Asia/Tokyo\\"}"}]',

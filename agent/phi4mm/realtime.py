@@ -1,0 +1,411 @@
+"""Phi-4-multimodal as a LiveKit ``RealtimeModel``: it hears each turn's audio itself.
+
+The session keeps the conversation (LiveKit's chat context plus the audio and images of each
+user turn), renders it in the model card's format and streams the reply into the TTS. Each
+turn's transcript comes from the model's own ASR prompt, run once the reply is done so it never
+delays the reply's first audio; LiveKit places it on the timeline by the turn's start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+from livekit import rtc
+from livekit.agents import llm, utils
+from livekit.agents.types import NOT_GIVEN, NotGivenOr
+from PIL import Image
+
+from audio.segmenter import SegmenterOptions
+
+from ..llm import FALLBACK_REPLY
+from ..tool_calls import ToolCallFilter, ToolCallParseError
+from .engine import Adapter, Media, Phi4MMEngine, Phi4MMOptions, PromptPart
+from .prompt import card_tools, render
+from .turn_audio import MODEL_SAMPLE_RATE, TurnAudio
+
+T = TypeVar("T")
+logger = logging.getLogger("voice_agent")
+
+
+@dataclass
+class TurnRecord:
+    """What a committed user turn sent to the model, for the event log (wall-clock times)."""
+
+    speech_started_at: float
+    speech_ended_at: float
+    committed_at: float
+    clips: list[np.ndarray]
+    tokens: int = 0
+
+
+@dataclass(frozen=True)
+class ReplyRecord:
+    ttft_s: float
+    """From the reply being asked for to its first text."""
+    first_text_at: float
+    eou_delay_s: float | None
+    """From the end of the speech it answers to the commit of that turn."""
+
+
+class Phi4MMRealtimeModel(llm.RealtimeModel):
+    def __init__(
+        self, options: Phi4MMOptions | None = None, *, segmenter: SegmenterOptions | None = None
+    ) -> None:
+        super().__init__(
+            capabilities=llm.RealtimeCapabilities(
+                message_truncation=True,
+                turn_detection=False,
+                user_transcription=True,
+                auto_tool_reply_generation=False,
+                audio_output=False,
+                manual_function_calls=True,
+                mutable_chat_context=True,
+                mutable_instructions=True,
+                mutable_tools=True,
+            )
+        )
+        self.engine = Phi4MMEngine(options)
+        self.segmenter = segmenter
+        self.turns: dict[str, TurnRecord] = {}
+        self.replies: dict[str, ReplyRecord] = {}
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phi4mm")
+
+    @property
+    def model(self) -> str:
+        return self.engine.options.model
+
+    @property
+    def provider(self) -> str:
+        return "transformers"
+
+    def load(self) -> None:
+        """Load the weights now (blocking), so the first turn is not the one that waits."""
+        self.engine.load()
+
+    def item_details(self, item_id: str) -> dict[str, Any]:
+        """What the event log adds to a turn or a reply this model produced."""
+        if (turn := self.turns.get(item_id)) is not None:
+            return {
+                "speech_started_at": turn.speech_started_at,
+                "speech_ended_at": turn.speech_ended_at,
+                "audio_s": round(sum(len(c) for c in turn.clips) / MODEL_SAMPLE_RATE, 3),
+                "tokens": turn.tokens,
+            }
+        if (reply := self.replies.get(item_id)) is not None:
+            return {
+                "ttft_s": reply.ttft_s,
+                "first_text_at": reply.first_text_at,
+                "eou_delay_s": reply.eou_delay_s,
+            }
+        return {}
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run on the model's own thread: the model is used from one thread at a time."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    def session(self, *, turn_detection_disabled: bool = False) -> Phi4MMRealtimeSession:
+        return Phi4MMRealtimeSession(self)
+
+    async def aclose(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class _Generation:
+    message_id: str
+    text: utils.aio.Chan[str] = field(default_factory=utils.aio.Chan)
+    functions: utils.aio.Chan[llm.FunctionCall] = field(default_factory=utils.aio.Chan)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    spoken: list[str] = field(default_factory=list)
+    requested_at: float = field(default_factory=time.perf_counter)
+    answers: str | None = None
+    """The user turn this reply answers."""
+
+
+class Phi4MMRealtimeSession(llm.RealtimeSession):
+    def __init__(self, model: Phi4MMRealtimeModel) -> None:
+        super().__init__(model)
+        self._model = model
+        self._chat_ctx = llm.ChatContext.empty()
+        self._tools = llm.ToolContext.empty()
+        self._instructions = ""
+        self._audio = TurnAudio(model.segmenter)
+        self._media: dict[str, tuple[Media, ...]] = {}
+        self._frame: rtc.VideoFrame | None = None
+        self._untranscribed: list[str] = []
+        self._nothing_heard = False
+        self._current: _Generation | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._transcribing = asyncio.Lock()
+
+    @property
+    def chat_ctx(self) -> llm.ChatContext:
+        return self._chat_ctx.copy()
+
+    @property
+    def tools(self) -> llm.ToolContext:
+        return self._tools.copy()
+
+    async def update_instructions(self, instructions: str) -> None:
+        self._instructions = instructions
+
+    async def update_chat_ctx(self, chat_ctx: llm.ChatContext) -> None:
+        # turns whose transcript has not come back yet are only in our context: keep them
+        kept = [self._chat_ctx.get_by_id(i) for i in self._untranscribed]
+        self._chat_ctx = chat_ctx.copy()
+        for item in kept:
+            if item is not None and self._chat_ctx.get_by_id(item.id) is None:
+                self._chat_ctx.insert(item)
+
+    async def update_tools(self, tools: list[llm.Tool]) -> None:
+        self._tools = llm.ToolContext(tools)
+
+    def update_options(self, *, tool_choice: NotGivenOr[llm.ToolChoice | None] = NOT_GIVEN) -> None:
+        pass  # the model is always free to answer or call a tool
+
+    def push_audio(self, frame: rtc.AudioFrame) -> None:
+        self._audio.push(frame)
+
+    def push_video(self, frame: rtc.VideoFrame) -> None:
+        self._frame = frame
+
+    def clear_audio(self) -> None:
+        self._audio.clear()
+
+    def commit_audio(self) -> None:
+        """Close the user's turn: its speech (and the latest camera frame) join the context."""
+        now = time.time()
+        turn = self._audio.commit()
+        image = _to_image(self._frame) if self._frame is not None else None
+        self._frame = None
+        self._nothing_heard = not turn.clips
+        if not turn.clips:
+            return
+        item_id = f"user_{uuid.uuid4().hex[:12]}"
+        media = [Media(key=f"{item_id}-image", image=image)] if image is not None else []
+        media += [Media(key=f"{item_id}-audio{i}", audio=c) for i, c in enumerate(turn.clips)]
+        self._media[item_id] = tuple(media)
+        self._model.turns[item_id] = TurnRecord(
+            speech_started_at=now - turn.lead_s,
+            speech_ended_at=now - turn.tail_s,
+            committed_at=now,
+            clips=turn.clips,
+        )
+        self._chat_ctx.insert(llm.ChatMessage(id=item_id, role="user", content=[""]))
+        self._untranscribed.append(item_id)
+
+    def generate_reply(
+        self,
+        *,
+        instructions: NotGivenOr[str] = NOT_GIVEN,
+        tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
+        tools: NotGivenOr[list[llm.Tool]] = NOT_GIVEN,
+    ) -> asyncio.Future[llm.GenerationCreatedEvent]:
+        self.interrupt()
+        generation = _Generation(message_id=f"assistant_{uuid.uuid4().hex[:12]}")
+        self._current = generation
+        messages = utils.aio.Chan[llm.MessageGeneration]()
+        modalities: asyncio.Future[list[Literal["text", "audio"]]] = asyncio.Future()
+        modalities.set_result(["text"])
+        no_audio = utils.aio.Chan[rtc.AudioFrame]()
+        no_audio.close()
+        messages.send_nowait(
+            llm.MessageGeneration(
+                message_id=generation.message_id,
+                text_stream=generation.text,
+                audio_stream=no_audio,
+                modalities=modalities,
+            )
+        )
+        messages.close()
+        created: asyncio.Future[llm.GenerationCreatedEvent] = asyncio.Future()
+        created.set_result(
+            llm.GenerationCreatedEvent(
+                message_stream=messages,
+                function_stream=generation.functions,
+                user_initiated=True,
+                response_id=generation.message_id,
+            )
+        )
+        extra = instructions if utils.is_given(instructions) else ""
+        task = asyncio.create_task(self._generate(generation, extra))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return created
+
+    def interrupt(self) -> None:
+        if self._current is not None:
+            self._current.cancelled.set()
+
+    def truncate(
+        self,
+        *,
+        message_id: str,
+        modalities: list[Literal["text", "audio"]],
+        audio_end_ms: int,
+        audio_transcript: NotGivenOr[str] = NOT_GIVEN,
+    ) -> None:
+        """Keep in the context only what the user actually heard."""
+        item = self._chat_ctx.get_by_id(message_id)
+        if not isinstance(item, llm.ChatMessage) or not utils.is_given(audio_transcript):
+            return
+        if audio_transcript.strip():
+            item.content = [audio_transcript]
+        else:
+            self._chat_ctx.items.remove(item)
+
+    async def aclose(self) -> None:
+        self.interrupt()
+        for task in list(self._tasks):
+            await utils.aio.cancel_and_wait(task)
+
+    async def _generate(self, generation: _Generation, extra_instructions: str) -> None:
+        try:
+            if self._nothing_heard:
+                self._nothing_heard = False
+                return  # the turn held no speech: there is nothing to answer
+            await self._stream_reply(generation, extra_instructions)
+        except Exception as e:  # reported as an error event; the session goes on
+            logger.exception("Phi-4-multimodal could not answer")
+            self._report(e)
+        finally:
+            generation.text.close()
+            generation.functions.close()
+        try:
+            await self._transcribe_pending()
+        except Exception as e:
+            logger.exception("Phi-4-multimodal could not transcribe a turn")
+            self._report(e)
+
+    async def _stream_reply(self, generation: _Generation, extra_instructions: str) -> None:
+        instructions = "\n".join(s for s in (self._instructions, extra_instructions) if s)
+        items = self._chat_ctx.items
+        parts = render(instructions, card_tools(self._tools.flatten()), items, self._media_of)
+        generation.answers = self._latest_user_turn(items)
+        adapter = self._adapter(generation.answers)
+        loop = asyncio.get_running_loop()
+        deltas: asyncio.Queue[str] = asyncio.Queue()
+        calls_filter = ToolCallFilter()
+        run = asyncio.ensure_future(
+            self._model.run(
+                self._model.engine.generate,
+                parts,
+                adapter,
+                on_text=lambda t: loop.call_soon_threadsafe(deltas.put_nowait, t),
+                cancelled=generation.cancelled,
+            )
+        )
+        try:
+            while not (run.done() and deltas.empty()):
+                getter = asyncio.ensure_future(deltas.get())
+                await asyncio.wait({getter, run}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    continue
+                self._say(generation, calls_filter.push(getter.result()))
+            run.result()
+        finally:
+            generation.cancelled.set()
+        try:
+            tail, calls = calls_filter.finish()
+        except ToolCallParseError as e:
+            self._report(e)
+            tail, calls = FALLBACK_REPLY, []
+        self._say(generation, tail)
+        for call in calls:
+            function_call = llm.FunctionCall(
+                call_id=f"call_{uuid.uuid4().hex[:12]}", name=call.name, arguments=call.arguments
+            )
+            self._chat_ctx.insert(function_call)
+            generation.functions.send_nowait(function_call)
+        if text := "".join(generation.spoken).strip():
+            self._chat_ctx.insert(
+                llm.ChatMessage(id=generation.message_id, role="assistant", content=[text])
+            )
+        self._count_turn_tokens(parts)
+
+    def _say(self, generation: _Generation, text: str) -> None:
+        if text:
+            if not generation.spoken:
+                turn = self._model.turns.get(generation.answers or "")
+                self._model.replies[generation.message_id] = ReplyRecord(
+                    ttft_s=round(time.perf_counter() - generation.requested_at, 3),
+                    first_text_at=time.time(),
+                    eou_delay_s=(
+                        None if turn is None else round(turn.committed_at - turn.speech_ended_at, 3)
+                    ),
+                )
+            generation.spoken.append(text)
+            generation.text.send_nowait(text)
+
+    def _count_turn_tokens(self, parts: list[PromptPart]) -> None:
+        by_media = {tuple(m.key for m in p.media): p for p in parts if p.media}
+        for item_id in self._untranscribed:
+            record = self._model.turns[item_id]
+            media_keys = tuple(m.key for m in self._media[item_id])
+            if record.tokens == 0 and (part := by_media.get(media_keys)) is not None:
+                record.tokens = self._model.engine.count_tokens(part)
+
+    async def _transcribe_pending(self) -> None:
+        async with self._transcribing:
+            while self._untranscribed:
+                await self._transcribe(self._untranscribed[0])
+                self._untranscribed.pop(0)
+
+    async def _transcribe(self, item_id: str) -> None:
+        record = self._model.turns[item_id]
+        transcript = await self._model.run(self._model.engine.transcribe, record.clips)
+        item = self._chat_ctx.get_by_id(item_id)
+        if isinstance(item, llm.ChatMessage):
+            item.content = [transcript]
+        self.emit(
+            "input_audio_transcription_completed",
+            llm.InputTranscriptionCompleted(
+                item_id=item_id,
+                transcript=transcript,
+                is_final=True,
+                turn_started_at=record.speech_started_at,
+            ),
+        )
+
+    def _media_of(self, item_id: str) -> tuple[Media, ...]:
+        return self._media.get(item_id, ())
+
+    def _adapter(self, user_turn: str | None) -> Adapter:
+        """The latest user turn decides, as in the reference implementation: an image (with or
+        without audio) → vision, audio → speech, text only → none. A tool continuation has no
+        user turn of its own, so it keeps its turn's adapter."""
+        media = self._media_of(user_turn or "")
+        if any(m.image is not None for m in media):
+            return "vision"
+        return "speech" if media else None
+
+    @staticmethod
+    def _latest_user_turn(items: list[llm.ChatItem]) -> str | None:
+        for item in reversed(items):
+            if isinstance(item, llm.ChatMessage) and item.role == "user":
+                return item.id
+        return None
+
+    def _report(self, error: Exception) -> None:
+        self.emit(
+            "error",
+            llm.RealtimeModelError(
+                timestamp=time.time(), label=self._model.label, error=error, recoverable=True
+            ),
+        )
+
+
+def _to_image(frame: rtc.VideoFrame) -> Image.Image:
+    rgba = frame.convert(rtc.VideoBufferType.RGBA)
+    return Image.frombytes("RGBA", (rgba.width, rgba.height), bytes(rgba.data)).convert("RGB")
