@@ -43,7 +43,9 @@ def tiny_phi4mm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_phi4mm(tmp_path_factory.mktemp("tiny-phi4mm"))
 
 
-def voice_agent(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def voice_agent(
+    *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Runs the installed CLI the way a user does."""
     return subprocess.run(
         [sys.executable, "-m", "agent.cli", *args],
@@ -51,4 +53,5 @@ def voice_agent(*args: str, timeout: float = 300) -> subprocess.CompletedProcess
         text=True,
         timeout=timeout,
         cwd=REPO,
+        env={**os.environ, **(env or {})},
     )

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -292,7 +292,8 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
         items = self._chat_ctx.items
         parts = render(instructions, card_tools(self._tools.flatten()), items, self._media_of)
         generation.answers = self._latest_user_turn(items)
-        adapter = self._adapter(generation.answers)
+        # a tool continuation has no user turn of its own: it keeps its turn's adapter
+        adapter = adapter_for(self._media_of(generation.answers or ""))
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue[str] = asyncio.Queue()
         calls_filter = ToolCallFilter()
@@ -381,14 +382,6 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
     def _media_of(self, item_id: str) -> tuple[Media, ...]:
         return self._media.get(item_id, ())
 
-    def _adapter(self, user_turn: str | None) -> Adapter:
-        """The latest user turn decides, as in the reference implementation: an image (with or
-        without audio) → vision, audio → speech, text only → none. A tool continuation has no
-        user turn of its own, so it keeps its turn's adapter."""
-        media = self._media_of(user_turn or "")
-        if any(m.image is not None for m in media):
-            return "vision"
-        return "speech" if media else None
 
     @staticmethod
     def _latest_user_turn(items: list[llm.ChatItem]) -> str | None:
@@ -404,6 +397,14 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
                 timestamp=time.time(), label=self._model.label, error=error, recoverable=True
             ),
         )
+
+
+def adapter_for(media: Sequence[Media]) -> Adapter:
+    """As the reference implementation chooses (modeling_phi4mm.py, ``input_mode``): an image,
+    with or without audio → vision; audio alone → speech; text only → no adapter."""
+    if any(m.image is not None for m in media):
+        return "vision"
+    return "speech" if any(m.audio is not None for m in media) else None
 
 
 def _to_image(frame: rtc.VideoFrame) -> Image.Image:
