@@ -382,7 +382,6 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
     def _media_of(self, item_id: str) -> tuple[Media, ...]:
         return self._media.get(item_id, ())
 
-
     @staticmethod
     def _latest_user_turn(items: list[llm.ChatItem]) -> str | None:
         for item in reversed(items):

@@ -1,0 +1,30 @@
+"""The benchmarks keep running: each prints its figures and writes them as JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def bench(*args: str, tmp_path) -> dict:
+    out = tmp_path / "figures.json"
+    subprocess.run(
+        [sys.executable, *args, "--json", str(out)], cwd=REPO, check=True, capture_output=True
+    )
+    return json.loads(out.read_text())
+
+
+def test_phi4mm_cpu_bench_splits_a_turn(tmp_path):
+    figures = bench("bench/phi4mm.py", "cpu", "--turns", "2", tmp_path=tmp_path)
+    assert figures["turns"] == 2 and figures["audio_tokens"] == 63  # 5 s at 12.5 tokens/s
+    parts = figures["features_s"] + figures["encode_prefill_s"] + figures["first_token_s"]
+    assert abs(figures["ttft_s"] - parts) < 1e-3 and figures["decode_tokens_per_s"] > 0
+
+
+def test_the_gpu_bench_script_runs_on_a_miniature_config(tmp_path):
+    figures = bench("bench/phi4mm.py", "gpu", "--smoke", tmp_path=tmp_path)
+    assert {"context_64", "context_256"} <= set(figures)
+    assert figures["context_256"]["ttft_s"] > 0
