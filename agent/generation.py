@@ -20,11 +20,25 @@ class GenerationStats:
 
 
 class _CallbackStreamer(TextStreamer):
-    """HF's word-boundary detokenizer, delivering text to a callback instead of stdout."""
+    """HF's streamer, delivering each token's text to a callback as soon as it decodes.
+
+    HF holds text back to whole words; here only an unfinished multi-byte character waits, so
+    the TTS's sentence splitter (and the tool-call filter) see every token as it comes.
+    """
 
     def __init__(self, tokenizer: Any, on_text: Callable[[str], None]) -> None:
         super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
         self._on_text = on_text
+
+    def put(self, value: torch.Tensor) -> None:
+        if self.skip_prompt and self.next_tokens_are_prompt:
+            self.next_tokens_are_prompt = False
+            return
+        self.token_cache.extend(value.reshape(-1).tolist())
+        text = str(self.tokenizer.decode(self.token_cache, **self.decode_kwargs))
+        if not text.endswith("\ufffd"):
+            self.on_finalized_text(text[self.print_len :])
+            self.print_len = len(text)
 
     def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
         if text:

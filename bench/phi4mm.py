@@ -141,10 +141,36 @@ def bench_cpu(turns: int) -> dict[str, Any]:
     }
 
 
+def released_config() -> Any:
+    """The released model's sizes (Phi-4-mini backbone: 32 layers, 24 query and 8 KV heads,
+    head dim 128, 3/4 of it rotated; the class defaults differ). The 48 LongRoPE factors are
+    placeholders: they change the positions' angles, not the amount of work."""
+    from transformers import Phi4MultimodalConfig
+
+    rotated_pairs = 48
+    return Phi4MultimodalConfig(
+        vocab_size=200064,
+        hidden_size=3072,
+        intermediate_size=8192,
+        num_hidden_layers=32,
+        num_attention_heads=24,
+        num_key_value_heads=8,
+        max_position_embeddings=131072,
+        tie_word_embeddings=True,
+        rope_parameters={
+            "rope_type": "longrope",
+            "rope_theta": 10000.0,
+            "partial_rotary_factor": 0.75,
+            "original_max_position_embeddings": 4096,
+            "short_factor": [1.0] * rotated_pairs,
+            "long_factor": [8.0] * rotated_pairs,
+        },
+    )
+
+
 def full_size_model(smoke: bool) -> tuple[Any, Any, torch.device]:
     from peft import LoraConfig
     from transformers import (
-        Phi4MultimodalConfig,
         Phi4MultimodalFeatureExtractor,
         Phi4MultimodalForCausalLM,
         Phi4MultimodalImageProcessor,
@@ -161,7 +187,7 @@ def full_size_model(smoke: bool) -> tuple[Any, Any, torch.device]:
         if not torch.cuda.is_available():
             raise SystemExit("gpu mode needs a CUDA GPU (use --smoke to check the script on a CPU)")
         device, dtype = torch.device("cuda"), torch.bfloat16
-        config = Phi4MultimodalConfig()  # the class defaults are the released model's values
+        config = released_config()
         ranks = {"speech": 320, "vision": 256}
     torch.manual_seed(0)
     with device:

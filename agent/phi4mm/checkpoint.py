@@ -106,6 +106,7 @@ def load_checkpoint(folder: Path, *, device: str = "auto", attention: str = "aut
         # the adapter's own folder rather than subfolder=: vLLM issue #15440 saw subfolder
         # lookups miss local checkpoints
         model.load_adapter(str(folder / subfolder), adapter_name=name)
+    model.eval()  # the adapters arrive in training mode: their dropout would be live
     model.disable_adapters()
     logger.info("Phi-4-multimodal loaded on %s (%s, %s attention)", torch_device, dtype, attn)
     return LoadedModel(processor, model, torch_device, dtype, attn)
