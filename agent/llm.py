@@ -21,7 +21,7 @@ from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGive
 
 from .causal_lm import CausalLMRuntime
 from .generation import GenerationStats
-from .tool_calls import ToolCallFilter, ToolCallParseError
+from .tool_calls import relay_reply
 
 TOOLS_IN_SYSTEM_PROMPT = """
 
@@ -31,8 +31,6 @@ You can call these tools:
 </tools>
 To call a tool, reply with only \
 <tool_call>{{"name": "<tool name>", "arguments": {{<arguments>}}}}</tool_call>"""
-
-FALLBACK_REPLY = "Sorry, I could not do that."
 
 
 @dataclass(frozen=True)
@@ -162,37 +160,16 @@ class TransformersLLMStream(llm.LLMStream):
 
     async def _run(self) -> None:
         request_id = uuid.uuid4().hex
-        loop = asyncio.get_running_loop()
-        deltas: asyncio.Queue[str] = asyncio.Queue()
-        cancelled = threading.Event()
+        cancelled = threading.Event()  # set when the session closes the stream
         prompt_ids = await asyncio.to_thread(
             self._engine.render_prompt, self._chat_ctx, self._tools
         )
-        generation = asyncio.ensure_future(
-            self._engine.generate(
-                prompt_ids,
-                lambda text: loop.call_soon_threadsafe(deltas.put_nowait, text),
-                cancelled,
-            )
+        stats, calls = await relay_reply(
+            lambda on_text: self._engine.generate(prompt_ids, on_text, cancelled),
+            lambda text: self._send(request_id, text),
+            cancelled=cancelled,
+            on_malformed=lambda e: self._emit_error(e, recoverable=True),
         )
-        calls_filter = ToolCallFilter()
-        try:
-            while not (generation.done() and deltas.empty()):
-                getter = asyncio.ensure_future(deltas.get())
-                await asyncio.wait({getter, generation}, return_when=asyncio.FIRST_COMPLETED)
-                if not getter.done():
-                    getter.cancel()
-                    continue
-                self._send(request_id, calls_filter.push(getter.result()))
-            stats = generation.result()
-        finally:
-            cancelled.set()  # the session closed the stream: stop decoding at the next step
-        try:
-            tail, calls = calls_filter.finish()
-        except ToolCallParseError as e:
-            self._emit_error(e, recoverable=True)
-            tail, calls = FALLBACK_REPLY, []
-        self._send(request_id, tail)
         if calls:
             self._event_ch.send_nowait(
                 llm.ChatChunk(

@@ -7,10 +7,13 @@ Formats: ``<tool_call>{…}</tool_call>`` (Hermes, Qwen, SmolLM), ``<|tool_call|
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 # closing tag as Phi-4 spells it, as llama.cpp's parser spells it, or missing at the end
 TAGGED = re.compile(r"<\|?tool_call\|?>(.*?)(?:<\|?/tool_call\|?>|</\|tool_call\|>|$)", re.DOTALL)
@@ -18,6 +21,10 @@ FUNCTOOLS = re.compile(r"functools(\[.*\])", re.DOTALL)
 FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 MARKERS = ("<tool_call>", "<|tool_call|>", "functools[")
 JSON_OPENERS = ("{", "[", "```")
+
+
+FALLBACK_REPLY = "Sorry, I could not do that."
+T = TypeVar("T")
 
 
 class ToolCallParseError(ValueError):
@@ -110,3 +117,45 @@ class ToolCallFilter:
     @property
     def text(self) -> str:
         return self._text
+
+
+async def relay_reply(
+    start: Callable[[Callable[[str], None]], Awaitable[T]],
+    say: Callable[[str], None],
+    *,
+    cancelled: threading.Event,
+    on_malformed: Callable[[ToolCallParseError], None],
+) -> tuple[T, list[ParsedToolCall]]:
+    """Runs a generation on its worker thread and hands its text to ``say`` as it comes,
+    holding back tool calls; returns the generation's result and the calls.
+
+    ``start`` is given the callback the worker calls with each piece of text. When the reply
+    is abandoned, ``cancelled`` is set so decoding stops at its next step. A malformed call is
+    reported and answered with a short apology instead.
+    """
+    loop = asyncio.get_running_loop()
+    pieces: asyncio.Queue[str] = asyncio.Queue()
+    calls_filter = ToolCallFilter()
+
+    def hand_over(text: str) -> None:  # called on the worker thread
+        loop.call_soon_threadsafe(pieces.put_nowait, text)
+
+    run = asyncio.ensure_future(start(hand_over))
+    try:
+        while not (run.done() and pieces.empty()):
+            getter = asyncio.ensure_future(pieces.get())
+            await asyncio.wait({getter, run}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                continue
+            say(calls_filter.push(getter.result()))
+        result = run.result()
+    finally:
+        cancelled.set()
+    try:
+        tail, calls = calls_filter.finish()
+    except ToolCallParseError as e:
+        on_malformed(e)
+        tail, calls = FALLBACK_REPLY, []
+    say(tail)
+    return result, calls

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from livekit.agents import llm
 
-from agent.llm import FALLBACK_REPLY, TransformersLLM, TransformersLLMOptions
+from agent.llm import TransformersLLM, TransformersLLMOptions
 from agent.models import ModelNotFoundError
+from agent.tool_calls import FALLBACK_REPLY
 from tools import get_time
 
 SYSTEM = "You are a helpful voice assistant. Answer in one short sentence."

@@ -13,10 +13,10 @@ import pytest
 from livekit.agents import llm
 from PIL import Image
 
-from agent.llm import FALLBACK_REPLY
 from agent.phi4mm.engine import Adapter, Media, Phi4MMEngine, PromptPart
 from agent.phi4mm.realtime import Phi4MMRealtimeModel, adapter_for
 from agent.phi4mm.turn_audio import ENCODER_WINDOW_S, TurnAudio
+from agent.tool_calls import FALLBACK_REPLY
 from audio import load_audio
 from audio.pcm import samples_to_frame
 from tests.conftest import SHARED_AUDIO, voice_agent

@@ -26,8 +26,7 @@ from PIL import Image
 
 from audio.segmenter import SegmenterOptions
 
-from ..llm import FALLBACK_REPLY
-from ..tool_calls import ToolCallFilter, ToolCallParseError
+from ..tool_calls import relay_reply
 from .engine import Adapter, Media, Phi4MMEngine, Phi4MMOptions, PromptPart
 from .prompt import card_tools, render
 from .turn_audio import MODEL_SAMPLE_RATE, TurnAudio
@@ -294,35 +293,18 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
         generation.answers = self._latest_user_turn(items)
         # a tool continuation has no user turn of its own: it keeps its turn's adapter
         adapter = adapter_for(self._media_of(generation.answers or ""))
-        loop = asyncio.get_running_loop()
-        deltas: asyncio.Queue[str] = asyncio.Queue()
-        calls_filter = ToolCallFilter()
-        run = asyncio.ensure_future(
-            self._model.run(
+        _, calls = await relay_reply(
+            lambda on_text: self._model.run(
                 self._model.engine.generate,
                 parts,
                 adapter,
-                on_text=lambda t: loop.call_soon_threadsafe(deltas.put_nowait, t),
+                on_text=on_text,
                 cancelled=generation.cancelled,
-            )
+            ),
+            lambda text: self._say(generation, text),
+            cancelled=generation.cancelled,
+            on_malformed=self._report,
         )
-        try:
-            while not (run.done() and deltas.empty()):
-                getter = asyncio.ensure_future(deltas.get())
-                await asyncio.wait({getter, run}, return_when=asyncio.FIRST_COMPLETED)
-                if not getter.done():
-                    getter.cancel()
-                    continue
-                self._say(generation, calls_filter.push(getter.result()))
-            run.result()
-        finally:
-            generation.cancelled.set()
-        try:
-            tail, calls = calls_filter.finish()
-        except ToolCallParseError as e:
-            self._report(e)
-            tail, calls = FALLBACK_REPLY, []
-        self._say(generation, tail)
         for call in calls:
             function_call = llm.FunctionCall(
                 call_id=f"call_{uuid.uuid4().hex[:12]}", name=call.name, arguments=call.arguments
