@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from audio import AudioDecodeError
+from tools.mqtt import MqttConfigError
 
 from .models import ModelNotFoundError
 from .phi4mm.checkpoint import DEFAULT_MODEL, DEFAULT_REVISION
@@ -56,6 +57,15 @@ def _profile(args: argparse.Namespace) -> Profile:
     profile = load_profile(args.profile)
     if args.engine:
         profile = profile.model_copy(update={"engine": args.engine})
+    if getattr(args, "mqtt", None) or getattr(args, "device_id", None):
+        mqtt = profile.mqtt.model_copy(
+            update={
+                "enabled": True,
+                "url": args.mqtt or profile.mqtt.url,
+                "device_id": args.device_id or profile.mqtt.device_id,
+            }
+        )
+        profile = profile.model_copy(update={"mqtt": mqtt})
     if args.model:
         if profile.engine == "phi4mm":
             settings = profile.phi4mm.model_copy(update={"model": args.model})
@@ -125,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--model", help="the engine's model: a folder, or a hub id already in the local cache"
         )
+        p.add_argument("--mqtt", metavar="URL", help="MQTT broker, mqtt://HOST[:PORT] or mqtts://")
+        p.add_argument("--device-id", help="this kiosk's name in the MQTT topics")
 
     run = commands.add_parser("run-file", help="answer a recorded conversation")
     run.add_argument("input", help="WAV/FLAC/AIFF/OGG recording of the user")
@@ -156,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args.verbose)
     try:
         return int(args.handler(args))
-    except (UsageError, AudioDecodeError, ProfileError, ModelNotFoundError) as e:
+    except (UsageError, AudioDecodeError, ProfileError, ModelNotFoundError, MqttConfigError) as e:
         print(f"voice-agent: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

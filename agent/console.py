@@ -33,13 +33,21 @@ def run_console(profile: Profile) -> None:
     require_audio_devices()
     from livekit.agents import AgentServer, JobContext, cli
 
-    from .session import build_session
+    from .control import SessionControl
+    from .session import bridge_for, build_session
 
     server = AgentServer()
 
     @server.rtc_session()
     async def entrypoint(ctx: JobContext) -> None:
-        session, agent = await build_session(profile)
+        bridge = bridge_for(profile)
+        if bridge is not None:
+            await bridge.start()
+            ctx.add_shutdown_callback(bridge.aclose)
+        session, agent = await build_session(profile, bridge=bridge)
+        control = SessionControl(session, agent)
+        if bridge is not None:
+            control.connect(bridge)
         await session.start(agent, room=ctx.room)
 
     sys.argv = [sys.argv[0], "console"]  # LiveKit's CLI reads its sub-command from argv

@@ -68,6 +68,14 @@ class Phi4MMSettings(_Section):
     temperature: float = Field(0.0, ge=0)
 
 
+class MqttSection(_Section):
+    enabled: bool = False
+    url: str = "mqtt://127.0.0.1:1883"
+    """mqtt:// or mqtts://; credentials come from MQTT_USERNAME / MQTT_PASSWORD."""
+    device_id: str = "voice-agent"
+    prefix: str = "voice-agent"
+
+
 class Profile(_Section):
     name: str
     prompt: str
@@ -79,6 +87,9 @@ class Profile(_Section):
     voice: VoiceSettings = VoiceSettings()
     lite: LiteEngineSettings = LiteEngineSettings()
     phi4mm: Phi4MMSettings = Phi4MMSettings()
+    mqtt: MqttSection = MqttSection()
+    devices: dict[str, str] = {}
+    """Device name → MQTT topic: the only devices the device tools may touch."""
 
 
 def available_profiles() -> list[str]:

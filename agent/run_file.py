@@ -17,9 +17,10 @@ from livekit.agents import Agent, AgentSession
 
 from audio import FileAudioInput, Timeline, TimelineAudioOutput, load_audio
 
+from .control import SessionControl
 from .events import EventLog
 from .profile import Profile
-from .session import build_session
+from .session import bridge_for, build_session
 
 logger = logging.getLogger("voice_agent")
 
@@ -48,11 +49,12 @@ def prepare_out_dir(path: Path) -> Path:
     return path
 
 
-async def _wait_until_idle(session: AgentSession, settle_s: float) -> bool:
-    """True once user and agent have both been quiet for ``settle_s``; False on timeout."""
+async def _wait_until_idle(session: AgentSession, settle_s: float, closed: asyncio.Event) -> bool:
+    """True once user and agent have both been quiet for ``settle_s`` (or the session ended);
+    False on timeout."""
     deadline = time.monotonic() + IDLE_TIMEOUT_S
     quiet_since: float | None = None
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not closed.is_set():
         quiet = session.user_state == "listening" and session.agent_state in ("listening", "idle")
         now = time.monotonic()
         quiet_since = (quiet_since or now) if quiet else None
@@ -67,18 +69,29 @@ async def run_file(
 ) -> RunResult:
     samples = load_audio(input_path, SAMPLE_RATE)
     prepare_out_dir(out_dir)
-    session, agent = await build_session(profile)
-    logger.info("playing %s (%.1f s) at %gx", input_path, len(samples) / SAMPLE_RATE, speed)
-    summary = await play_conversation(
-        session,
-        agent,
-        samples,
-        out_dir,
-        speed=speed,
-        settle_s=profile.vad.min_silence_s + profile.endpointing.max_delay + 1.0,
-        echo=echo,
-        source=str(input_path),
-    )
+    bridge = bridge_for(profile)
+    if bridge is not None:
+        await bridge.start()
+    try:
+        session, agent = await build_session(profile, bridge=bridge)
+        control = SessionControl(session, agent)
+        if bridge is not None:
+            control.connect(bridge)
+        logger.info("playing %s (%.1f s) at %gx", input_path, len(samples) / SAMPLE_RATE, speed)
+        summary = await play_conversation(
+            session,
+            agent,
+            samples,
+            out_dir,
+            speed=speed,
+            settle_s=profile.vad.min_silence_s + profile.endpointing.max_delay + 1.0,
+            echo=echo,
+            source=str(input_path),
+        )
+        await session.userdata.timers.aclose()
+    finally:
+        if bridge is not None:
+            await bridge.aclose()
     return RunResult(out_dir=out_dir, summary=summary)
 
 
@@ -101,9 +114,15 @@ async def play_conversation(
     session.output.audio = audio_out
     log = EventLog(out_dir / "events.jsonl", timeline, echo=sys.stdout if echo else None)
     log.attach(session, audio_out)
+    closed = asyncio.Event()
+    session.on("close", lambda _: closed.set())
     await session.start(agent, record=False)
-    await audio_in.finished.wait()
-    if not await _wait_until_idle(session, settle_s):
+    ended = asyncio.ensure_future(closed.wait())
+    await asyncio.wait(
+        {asyncio.ensure_future(audio_in.finished.wait()), ended},
+        return_when=asyncio.FIRST_COMPLETED,
+    )
+    if not closed.is_set() and not await _wait_until_idle(session, settle_s, closed):
         log.write("error", source="run-file", message="the agent did not finish within the timeout")
     audio_in.close()
     await session.aclose()

@@ -15,6 +15,9 @@ from livekit.agents import Agent, AgentSession, TurnHandlingOptions, llm
 from audio import Pyttsx3Options, Pyttsx3TTS, WebRTCVAD, WebRTCVADOptions
 from prompts import load_prompt
 from tools import resolve_tools
+from tools.devices import DeviceGateway
+from tools.mqtt import MqttBridge, MqttSettings
+from tools.services import AgentServices
 
 from .llm import TransformersLLM, TransformersLLMOptions
 from .phi4mm.engine import Phi4MMOptions
@@ -25,8 +28,19 @@ from .stt import FasterWhisperOptions, FasterWhisperSTT
 logger = logging.getLogger("voice_agent")
 
 
-async def build_session(profile: Profile) -> tuple[AgentSession, Agent]:
-    """The session and the agent for ``profile``, models loaded and warm."""
+def bridge_for(profile: Profile) -> MqttBridge | None:
+    """The profile's MQTT bridge (not yet started), if it has MQTT on."""
+    if not profile.mqtt.enabled:
+        return None
+    settings = MqttSettings.parse(profile.mqtt.url, profile.mqtt.device_id, profile.mqtt.prefix)
+    return MqttBridge(settings)
+
+
+async def build_session(
+    profile: Profile, *, bridge: MqttBridge | None = None
+) -> tuple[AgentSession[AgentServices], Agent]:
+    """The session and the agent for ``profile``, models loaded and warm; device tools act
+    through ``bridge``."""
     try:
         instructions = load_prompt(profile.prompt)
         tools = resolve_tools(profile.tools)
@@ -45,7 +59,9 @@ async def build_session(profile: Profile) -> tuple[AgentSession, Agent]:
         engine = {"llm": await _phi4mm(profile)}
     else:
         engine = await _lite(profile, instructions, tools)
-    session: AgentSession = AgentSession(
+    devices = DeviceGateway(bridge, profile.devices) if bridge is not None else None
+    session: AgentSession[AgentServices] = AgentSession(
+        userdata=AgentServices(devices=devices),
         vad=WebRTCVAD(vad_options),
         tts=tts,
         turn_handling=TurnHandlingOptions(

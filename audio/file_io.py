@@ -60,6 +60,7 @@ class FileAudioInput(io.AudioInput):
         self._frame_len = sample_rate * frame_ms // 1000
         self._index = 0
         self._closed = False
+        self._muted = False
         self.finished = asyncio.Event()
         """Set once the whole recording has been sent."""
 
@@ -70,6 +71,13 @@ class FileAudioInput(io.AudioInput):
     def close(self) -> None:
         self._closed = True
 
+    def on_attached(self) -> None:
+        self._muted = False
+
+    def on_detached(self) -> None:
+        """Muted: the recording plays on, but the session hears silence, as from a muted mic."""
+        self._muted = True
+
     async def __anext__(self) -> rtc.AudioFrame:
         if self._closed:
             raise StopAsyncIteration
@@ -79,6 +87,8 @@ class FileAudioInput(io.AudioInput):
         due = self._timeline.wall_delay(start / self._sample_rate)
         await asyncio.sleep(max(0.0, due - self._timeline.wall_delay(self._timeline.now())))
         chunk = self._samples[start : start + self._frame_len]
+        if self._muted:
+            chunk = np.zeros_like(chunk)
         if len(chunk) < self._frame_len:
             self.finished.set()
             chunk = np.concatenate([chunk, np.zeros(self._frame_len - len(chunk), np.int16)])

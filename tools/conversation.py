@@ -1,0 +1,15 @@
+"""Ending the conversation when the user says goodbye."""
+
+from __future__ import annotations
+
+from livekit.agents import RunContext, function_tool
+
+from .guard import guarded
+
+
+@function_tool
+@guarded()
+async def end_conversation(context: RunContext) -> str:
+    """End the conversation, after the user has said goodbye or asked to stop."""
+    context.session.shutdown(drain=True)  # what is being said is still finished
+    return "The conversation is ending; say a short goodbye."
