@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
 from livekit.agents import Agent, AgentSession, llm
@@ -17,6 +16,8 @@ from livekit.agents.voice.events import (
 from audio import Pyttsx3TTS
 from tools.mqtt import MqttBridge
 from tools.services import AgentServices
+
+from .events import tool_calls
 
 logger = logging.getLogger("voice_agent")
 
@@ -83,11 +84,5 @@ class SessionControl:
 
     @staticmethod
     def _tools(bridge: MqttBridge, event: FunctionToolsExecutedEvent) -> None:
-        for call, output in event.zipped():
-            bridge.publish_event(
-                "tool",
-                name=call.name,
-                arguments=json.loads(call.arguments or "{}"),
-                output=output.output,
-                is_error=output.is_error,
-            )
+        for record in tool_calls(event):
+            bridge.publish_event("tool", **record)

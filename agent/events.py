@@ -31,6 +31,19 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
+def tool_calls(event: FunctionToolsExecutedEvent) -> list[dict[str, Any]]:
+    """Each call of a batch with its result, as the event log and the MQTT bridge report it."""
+    return [
+        {
+            "name": call.name,
+            "arguments": json.loads(call.arguments or "{}"),
+            "output": output.output,
+            "is_error": output.is_error,
+        }
+        for call, output in event.zipped()
+    ]
+
+
 @runtime_checkable
 class ItemDetails(Protocol):
     """An engine that knows more about the turns and replies it handled than LiveKit reports."""
@@ -163,15 +176,9 @@ class EventLog:
         return {} if self._details is None else self._details.item_details(item_id)
 
     def _on_tools(self, event: FunctionToolsExecutedEvent) -> None:
-        for call, output in event.zipped():
-            self.write(
-                "tool_call",
-                name=call.name,
-                arguments=json.loads(call.arguments or "{}"),
-                output=output.output,
-                is_error=output.is_error,
-            )
-            self.say("tool", f"{call.name}({call.arguments}) -> {output.output}")
+        for record in tool_calls(event):
+            self.write("tool_call", **record)
+            self.say("tool", f"{record['name']}({record['arguments']}) -> {record['output']}")
 
     def _on_metrics(self, event: MetricsCollectedEvent) -> None:
         if isinstance(event.metrics, STTMetrics):
