@@ -46,10 +46,6 @@ class TurnAudio:
         self._resampler: rtc.AudioResampler | None = None
         self._input_rate = 0
 
-    @property
-    def buffered_s(self) -> float:
-        return self._buffered / MODEL_SAMPLE_RATE
-
     def push(self, frame: rtc.AudioFrame) -> None:
         mono = frame_to_mono(frame)
         if frame.sample_rate != MODEL_SAMPLE_RATE:
