@@ -112,18 +112,10 @@ async def _lite(
 
 async def _phi4mm(profile: Profile) -> Phi4MMRealtimeModel:
     """Phi-4-multimodal hears the audio itself: no separate recognizer."""
-    settings = profile.phi4mm
     model = Phi4MMRealtimeModel(
-        Phi4MMOptions(
-            model=settings.model,
-            revision=settings.revision,
-            device=settings.device,
-            attention=settings.attention,
-            max_new_tokens=settings.max_new_tokens,
-            temperature=settings.temperature,
-        ),
+        Phi4MMOptions(**profile.phi4mm.model_dump()),
         segmenter=WebRTCVADOptions(**profile.vad.model_dump()),
     )
-    logger.info("loading Phi-4-multimodal: %s", settings.model)
+    logger.info("loading Phi-4-multimodal: %s", profile.phi4mm.model)
     await asyncio.to_thread(model.load)
     return model
