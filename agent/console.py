@@ -33,22 +33,15 @@ def run_console(profile: Profile) -> None:
     require_audio_devices()
     from livekit.agents import AgentServer, JobContext, cli
 
-    from .control import SessionControl
-    from .session import bridge_for, build_session
+    from .control import ControlledSession
 
     server = AgentServer()
 
     @server.rtc_session()
     async def entrypoint(ctx: JobContext) -> None:
-        bridge = bridge_for(profile)
-        if bridge is not None:
-            await bridge.start()
-            ctx.add_shutdown_callback(bridge.aclose)
-        session, agent = await build_session(profile, bridge=bridge)
-        control = SessionControl(session, agent)
-        if bridge is not None:
-            control.connect(bridge)
-        await session.start(agent, room=ctx.room)
+        controlled = await ControlledSession.start(profile)
+        ctx.add_shutdown_callback(controlled.aclose)
+        await controlled.session.start(controlled.agent, room=ctx.room)
 
     sys.argv = [sys.argv[0], "console"]  # LiveKit's CLI reads its sub-command from argv
     cli.run_app(server)

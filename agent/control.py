@@ -18,8 +18,44 @@ from tools.mqtt import MqttBridge
 from tools.services import AgentServices
 
 from .events import tool_calls
+from .profile import Profile
+from .session import bridge_for, build_session
 
 logger = logging.getLogger("voice_agent")
+
+
+class ControlledSession:
+    """A profile's session with its surroundings: timers that speak and, when the profile has
+    MQTT on, the bridge. run-file and console both start it this way and close it with
+    ``aclose``."""
+
+    def __init__(
+        self, session: AgentSession[AgentServices], agent: Agent, bridge: MqttBridge | None
+    ) -> None:
+        self.session = session
+        self.agent = agent
+        self.bridge = bridge
+
+    @classmethod
+    async def start(cls, profile: Profile) -> ControlledSession:
+        bridge = bridge_for(profile)
+        if bridge is not None:
+            await bridge.start()
+        try:
+            session, agent = await build_session(profile, bridge=bridge)
+        except BaseException:
+            if bridge is not None:
+                await bridge.aclose()
+            raise
+        control = SessionControl(session, agent)
+        if bridge is not None:
+            control.connect(bridge)
+        return cls(session, agent, bridge)
+
+    async def aclose(self) -> None:
+        await self.session.userdata.timers.aclose()
+        if self.bridge is not None:
+            await self.bridge.aclose()
 
 
 class SessionControl:

@@ -64,8 +64,7 @@ class EventLog:
         self._unanswered_end: float | None = None  # end of user speech not yet answered aloud
         self._eou_delay: float | None = None
         self._e2e: float | None = None
-        self._reply_start: float | None = None
-        self._reply_started_at = 0.0  # wall clock
+        self._reply_started_at: float | None = None  # wall clock of the latest first frame
         self._details: ItemDetails | None = None
         self.counts = {
             "user_turn": 0,
@@ -107,10 +106,9 @@ class EventLog:
             self._speech_end = self._unanswered_end = self._timeline.at(event.created_at)
 
     def _on_playback_started(self, event: PlaybackStartedEvent) -> None:
-        self._reply_start = self._timeline.at(event.created_at)
         self._reply_started_at = event.created_at
         if self._unanswered_end is not None:
-            self._e2e = self._reply_start - self._unanswered_end
+            self._e2e = self._timeline.at(event.created_at) - self._unanswered_end
             self._unanswered_end = None
 
     def _on_item(self, event: ConversationItemAddedEvent) -> None:
@@ -153,7 +151,7 @@ class EventLog:
             # reply: the engine timed the turn and its first text; the TTS's share is what
             # remains until the first audio frame
             values["ttft_s"] = details["ttft_s"]
-            values["ttfb_s"] = self._reply_started_at - details["first_text_at"]
+            values["ttfb_s"] = (self._reply_started_at or 0.0) - details["first_text_at"]
             values["eou_delay_s"] = details["eou_delay_s"]
         for name, value in values.items():
             if value is not None:
@@ -161,7 +159,11 @@ class EventLog:
         self._eou_delay = self._e2e = None  # a tool follow-up is not a second answer
         self.write(
             "agent_reply",
-            start=_rounded(self._reply_start),
+            start=_rounded(
+                None
+                if self._reply_started_at is None
+                else self._timeline.at(self._reply_started_at)
+            ),
             text=item.text_content or "",
             interrupted=item.interrupted,
             metrics={name: _rounded(value) for name, value in values.items()},

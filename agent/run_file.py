@@ -17,10 +17,9 @@ from livekit.agents import Agent, AgentSession
 
 from audio import FileAudioInput, Timeline, TimelineAudioOutput, load_audio
 
-from .control import SessionControl
+from .control import ControlledSession
 from .events import EventLog
 from .profile import Profile
-from .session import bridge_for, build_session
 
 logger = logging.getLogger("voice_agent")
 
@@ -38,7 +37,7 @@ class RunResult:
     summary: dict[str, Any]
 
 
-def prepare_out_dir(path: Path) -> Path:
+def prepare_out_dir(path: Path) -> None:
     """Create the folder and prove it is writable before any model loads."""
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -46,7 +45,6 @@ def prepare_out_dir(path: Path) -> Path:
             pass
     except OSError as e:
         raise OutputDirError(f"{path}: cannot write there ({e.strerror or e})") from None
-    return path
 
 
 async def _wait_until_idle(session: AgentSession, settle_s: float, closed: asyncio.Event) -> bool:
@@ -69,18 +67,12 @@ async def run_file(
 ) -> RunResult:
     samples = load_audio(input_path, SAMPLE_RATE)
     prepare_out_dir(out_dir)
-    bridge = bridge_for(profile)
-    if bridge is not None:
-        await bridge.start()
+    controlled = await ControlledSession.start(profile)
     try:
-        session, agent = await build_session(profile, bridge=bridge)
-        control = SessionControl(session, agent)
-        if bridge is not None:
-            control.connect(bridge)
         logger.info("playing %s (%.1f s) at %gx", input_path, len(samples) / SAMPLE_RATE, speed)
         summary = await play_conversation(
-            session,
-            agent,
+            controlled.session,
+            controlled.agent,
             samples,
             out_dir,
             speed=speed,
@@ -88,10 +80,8 @@ async def run_file(
             echo=echo,
             source=str(input_path),
         )
-        await session.userdata.timers.aclose()
     finally:
-        if bridge is not None:
-            await bridge.aclose()
+        await controlled.aclose()
     return RunResult(out_dir=out_dir, summary=summary)
 
 
@@ -117,11 +107,13 @@ async def play_conversation(
     closed = asyncio.Event()
     session.on("close", lambda _: closed.set())
     await session.start(agent, record=False)
-    ended = asyncio.ensure_future(closed.wait())
-    await asyncio.wait(
-        {asyncio.ensure_future(audio_in.finished.wait()), ended},
-        return_when=asyncio.FIRST_COMPLETED,
-    )
+    waiters = {
+        asyncio.ensure_future(audio_in.finished.wait()),
+        asyncio.ensure_future(closed.wait()),
+    }
+    _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in pending:
+        waiter.cancel()
     if not closed.is_set() and not await _wait_until_idle(session, settle_s, closed):
         log.write("error", source="run-file", message="the agent did not finish within the timeout")
     audio_in.close()
