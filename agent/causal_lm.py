@@ -36,6 +36,12 @@ class CausalLMRuntime:
         return self._source or "SmolLM2-135M-Instruct (bundled GGUF)"
 
     @property
+    def context_window(self) -> int:
+        """Tokens the model can attend to: prompt and reply together."""
+        self.load()
+        return int(self._model.config.max_position_embeddings)
+
+    @property
     def template_supports_tools(self) -> bool:
         return "tools" in (self._tokenizer.chat_template or "")
 

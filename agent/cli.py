@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -18,6 +20,7 @@ from .phi4mm.checkpoint import DEFAULT_MODEL, DEFAULT_REVISION
 from .profile import ENGINES, Profile, ProfileError, load_profile
 
 EXIT_USAGE = 2
+SPEED_RANGE = (0.1, 10.0)
 logger = logging.getLogger("voice_agent")
 
 
@@ -76,11 +79,24 @@ def _profile(args: argparse.Namespace) -> Profile:
     return profile
 
 
+def _number_in(low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: a finite number from ``low`` to ``high``, or a one-line refusal."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"{text} is not between {low:g} and {high:g}")
+        return value
+
+    return parse
+
+
 def _run_file(args: argparse.Namespace) -> int:
     from .run_file import OutputDirError, run_file
 
-    if args.speed <= 0:
-        raise UsageError("--speed must be positive")
     profile = _profile(args)
     try:
         result = asyncio.run(
@@ -96,6 +112,9 @@ def _run_file(args: argparse.Namespace) -> int:
         f"{counts['tool_call']} tool calls, {counts['error']} errors"
     )
     print(f"wrote {result.out_dir}/agent.wav, conversation.wav and events.jsonl")
+    if result.stopped_by is not None:
+        print(f"stopped by {result.stopped_by.name}: the files end where it came")
+        return 128 + int(result.stopped_by)
     return 0
 
 
@@ -143,7 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--out", required=True, help="folder for agent.wav, conversation.wav, events.jsonl"
     )
-    run.add_argument("--speed", type=float, default=1.0, help="play the input faster (2 = twice)")
+    run.add_argument(
+        "--speed",
+        type=_number_in(*SPEED_RANGE),
+        default=1.0,
+        help="play the input faster (2 = twice; 0.1 to 10)",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="no live transcript")
     with_session_options(run)
     run.set_defaults(handler=_run_file)

@@ -42,6 +42,7 @@ def run_console(profile: Profile) -> None:
         controlled = await ControlledSession.start(profile)
         ctx.add_shutdown_callback(controlled.aclose)
         await controlled.session.start(controlled.agent, room=ctx.room)
+        controlled.control.start()
 
     sys.argv = [sys.argv[0], "console"]  # LiveKit's CLI reads its sub-command from argv
     cli.run_app(server)

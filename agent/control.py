@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
 
 from livekit.agents import Agent, AgentSession, llm
+from livekit.agents.voice import SpeechHandle
 from livekit.agents.voice.events import (
     AgentStateChangedEvent,
     ConversationItemAddedEvent,
     FunctionToolsExecutedEvent,
+    UserStateChangedEvent,
 )
 
 from audio import Pyttsx3TTS
+from tools.commands import Command
 from tools.mqtt import MqttBridge
 from tools.services import AgentServices
 
@@ -23,6 +29,10 @@ from .session import bridge_for, build_session
 
 logger = logging.getLogger("voice_agent")
 
+MAX_WAITING_SAYS = 20
+"""Announcements waiting to be spoken; more are refused rather than spoken minutes late."""
+Origin = Literal["mqtt", "timer"]
+
 
 class ControlledSession:
     """A profile's session with its surroundings: timers that speak and, when the profile has
@@ -30,10 +40,15 @@ class ControlledSession:
     ``aclose``."""
 
     def __init__(
-        self, session: AgentSession[AgentServices], agent: Agent, bridge: MqttBridge | None
+        self,
+        session: AgentSession[AgentServices],
+        agent: Agent,
+        control: SessionControl,
+        bridge: MqttBridge | None,
     ) -> None:
         self.session = session
         self.agent = agent
+        self.control = control
         self.bridge = bridge
 
     @classmethod
@@ -47,58 +62,135 @@ class ControlledSession:
             if bridge is not None:
                 await bridge.aclose()
             raise
-        control = SessionControl(session, agent)
-        if bridge is not None:
-            control.connect(bridge)
-        return cls(session, agent, bridge)
+        control = SessionControl(session, agent, bridge)
+        return cls(session, agent, control, bridge)
 
-    async def aclose(self) -> None:
+    async def aclose(self, *, drain_s: float = 3.0) -> None:
+        await self.control.aclose()
         await self.session.userdata.timers.aclose()
         if self.bridge is not None:
-            await self.bridge.aclose()
+            await self.bridge.aclose(drain_s=drain_s)
 
 
 class SessionControl:
-    def __init__(self, session: AgentSession[AgentServices], agent: Agent) -> None:
+    """Carries out commands one at a time, in the order they came, and speaks announcements
+    (MQTT ``say``, due timers) in order, each after the user has finished speaking. Every
+    announcement from MQTT is spoken or reported as dropped."""
+
+    def __init__(
+        self, session: AgentSession[AgentServices], agent: Agent, bridge: MqttBridge | None
+    ) -> None:
         self._session = session
         self._agent = agent
+        self._bridge = bridge
         self._instructions = agent.instructions
-        session.userdata.timers.bind(self.announce)
+        self._says: deque[tuple[str, Origin]] = deque()
+        self._say_added = asyncio.Event()
+        self._current: _Announcement | None = None
+        self._user_quiet = asyncio.Event()
+        self._user_quiet.set()
+        self._tasks: list[asyncio.Task[None]] = []
+        session.on("user_state_changed", self._on_user_state)
+        session.userdata.timers.bind(lambda text: self.announce(text, origin="timer"))
+        if bridge is not None:
+            session.on("agent_state_changed", lambda e: self._state(bridge, e))
+            session.on("conversation_item_added", lambda e: self._item(bridge, e))
+            session.on("function_tools_executed", lambda e: self._tools(bridge, e))
 
-    async def announce(self, text: str) -> None:
-        """Speak without cutting anyone off: after the user's sentence, after the agent's."""
-        while self._session.user_state == "speaking":
-            await asyncio.sleep(0.1)
-        self._session.say(text, allow_interruptions=True)
+    def start(self) -> None:
+        """Begin obeying and speaking; the session must be running (commands that came
+        earlier have waited in the bridge)."""
+        self._tasks.append(asyncio.create_task(self._speak(), name="announcements"))
+        if self._bridge is not None:
+            self._tasks.append(asyncio.create_task(self._obey(self._bridge), name="mqtt-commands"))
 
-    def connect(self, bridge: MqttBridge) -> None:
+    @property
+    def busy(self) -> bool:
+        """Announcements are waiting or being spoken."""
+        return bool(self._says) or self._current is not None
+
+    async def announce(self, text: str, *, origin: Origin = "mqtt") -> None:
+        """Queue ``text`` to be spoken after the user's sentence and the agent's own."""
+        if len(self._says) + (self._current is not None) >= MAX_WAITING_SAYS:
+            self.report_dropped(origin, f"{MAX_WAITING_SAYS} announcements are already waiting")
+            return
+        self._says.append((text, origin))
+        self._say_added.set()
+
+    async def command(self, command: Command) -> None:
+        logger.info("MQTT command: %s", command.name)
         session = self._session
-        bridge.on_command(self.command)
-        session.on("agent_state_changed", lambda e: self._state(bridge, e))
-        session.on("conversation_item_added", lambda e: self._item(bridge, e))
-        session.on("function_tools_executed", lambda e: self._tools(bridge, e))
-
-    async def command(self, name: str, payload: str) -> None:
-        logger.info("MQTT command: %s", name)
-        session = self._session
-        if name == "say" and payload.strip():
-            await self.announce(payload.strip())
-        elif name in ("mute", "unmute"):
-            session.input.set_audio_enabled(name == "unmute")
-        elif name == "language" and payload.strip():
-            await self._switch_language(payload.strip())
-        elif name == "end":
+        if command.name == "say":
+            await self.announce(command.argument)
+        elif command.name in ("mute", "unmute"):
+            session.input.set_audio_enabled(command.name == "unmute")
+        elif command.name == "language":
+            await self._switch_language(command.argument)
+        elif command.name == "end":
             session.shutdown(drain=True)
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._current is not None:  # cut off while it waited or spoke
+            self._current.report(self)
+            self._current = None
+        while self._says:
+            _, origin = self._says.popleft()
+            self.report_dropped(origin, "dropped: the session ended before it was spoken")
+        if self._bridge is not None:
+            self._bridge.report_now()
+
+    async def _obey(self, bridge: MqttBridge) -> None:
+        while True:
+            command = await bridge.next_command()
+            try:
+                await self.command(command)
+            except Exception as e:  # one failed command must not silence the next ones
+                logger.warning("MQTT cmd/%s failed: %s", command.name, e)
+                bridge.refuse(command.name, f"failed: {e}")
+
+    async def _speak(self) -> None:
+        while True:
+            if not self._says:
+                self._say_added.clear()
+                await self._say_added.wait()
+                continue
+            text, origin = self._says.popleft()
+            self._current = _Announcement(origin)
+            await self._user_quiet.wait()
+            try:
+                self._current.handle = self._session.say(text, allow_interruptions=True)
+            except RuntimeError as e:  # the session is closing
+                self.report_dropped(origin, f"dropped: {e}")
+            else:
+                await self._current.handle
+                self._current.report(self)
+            self._current = None
+
+    def report_dropped(self, origin: Origin, reason: str) -> None:
+        """An announcement will not be heard: the sender is told (MQTT) or the log is."""
+        if origin == "mqtt" and self._bridge is not None:
+            self._bridge.refuse("say", reason)
+        else:
+            logger.warning("announcement not spoken: %s", reason)
+
+    def _on_user_state(self, event: UserStateChangedEvent) -> None:
+        if event.new_state == "speaking":
+            self._user_quiet.clear()
+        else:
+            self._user_quiet.set()
 
     async def _switch_language(self, language: str) -> None:
         if isinstance(self._session.tts, Pyttsx3TTS):
-            previous = self._session.tts.options.language
-            self._session.tts.update_options(language=language)
             try:
-                await self._session.tts.voice()
+                await self._session.tts.switch_language(language)
             except ValueError as e:
-                logger.warning("MQTT language command refused: %s", e)
-                self._session.tts.update_options(language=previous)
+                if self._bridge is not None:
+                    self._bridge.refuse("language", str(e))
+                else:
+                    logger.warning("language not switched: %s", e)
                 return
         await self._agent.update_instructions(
             f"{self._instructions}\nFrom now on, always answer in the language {language!r}."
@@ -122,3 +214,19 @@ class SessionControl:
     def _tools(bridge: MqttBridge, event: FunctionToolsExecutedEvent) -> None:
         for record in tool_calls(event):
             bridge.publish_event("tool", **record)
+
+
+@dataclass
+class _Announcement:
+    origin: Origin
+    handle: SpeechHandle | None = None
+
+    def report(self, control: SessionControl) -> None:
+        """Say so if none of it was heard."""
+        items = [] if self.handle is None else self.handle.chat_items
+        heard = any(
+            isinstance(item, llm.ChatMessage) and item.role == "assistant" and item.text_content
+            for item in items
+        )
+        if not heard:
+            control.report_dropped(self.origin, "dropped: the session ended before it was spoken")

@@ -88,11 +88,17 @@ class TransformersLLM(llm.LLM):
             self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options
         )
 
+    @property
+    def context_window(self) -> int:
+        return self._runtime.context_window
+
+    def prompt_tokens(self, instructions: str, tools: Sequence[llm.Tool | llm.Toolset]) -> int:
+        """The system turn's size, tools included, as the model reads it."""
+        return len(self.render_prompt(_system_turn(instructions), tools))
+
     async def warm(self, instructions: str, tools: Sequence[llm.Tool | llm.Toolset]) -> None:
         """Prefill the system turn now, so the first user turn only pays for its own tokens."""
-        chat_ctx = llm.ChatContext()
-        chat_ctx.add_message(role="system", content=instructions)
-        prompt_ids = await asyncio.to_thread(self.render_prompt, chat_ctx, tools)
+        prompt_ids = await asyncio.to_thread(self.render_prompt, _system_turn(instructions), tools)
         stop = threading.Event()
         stop.set()
         await self.generate(prompt_ids, lambda _: None, stop)
@@ -122,6 +128,12 @@ class TransformersLLM(llm.LLM):
                 repetition_penalty=self._opts.repetition_penalty,
             ),
         )
+
+
+def _system_turn(instructions: str) -> llm.ChatContext:
+    chat_ctx = llm.ChatContext()
+    chat_ctx.add_message(role="system", content=instructions)
+    return chat_ctx
 
 
 def _inline_tools(messages: list[dict], schemas: list[dict]) -> list[dict]:

@@ -7,7 +7,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from prompts import load_prompt, read_prompt_file
 
 ENGINES = ("lite", "phi4mm")
 Engine = Literal["lite", "phi4mm"]
@@ -18,27 +20,28 @@ class ProfileError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # every number has a documented range; TOML's nan and inf are never one
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class VADSettings(_Section):
     aggressiveness: int = Field(3, ge=0, le=3)
     frame_ms: Literal[10, 20, 30] = 30
-    min_speech_s: float = Field(0.1, ge=0)
-    min_silence_s: float = Field(0.3, ge=0)
-    padding_s: float = Field(0.3, ge=0)
+    min_speech_s: float = Field(0.1, ge=0, le=2)
+    min_silence_s: float = Field(0.3, ge=0, le=5)
+    padding_s: float = Field(0.3, ge=0, le=2)
 
 
 class EndpointingSettings(_Section):
-    min_delay: float = Field(0.5, ge=0)
-    max_delay: float = Field(3.0, ge=0)
+    min_delay: float = Field(0.5, ge=0, le=10)
+    max_delay: float = Field(3.0, ge=0, le=30)
 
 
 class InterruptionSettings(_Section):
     enabled: bool = True
-    min_duration: float = Field(0.5, ge=0)
+    min_duration: float = Field(0.5, ge=0, le=10)
     resume_false_interruption: bool = True
-    false_interruption_timeout: float = Field(2.0, ge=0)
+    false_interruption_timeout: float = Field(2.0, ge=0, le=30)
 
 
 class VoiceSettings(_Section):
@@ -51,9 +54,9 @@ class LiteEngineSettings(_Section):
     stt_language: str = "en"
     llm_model: str = ""
     llm_gguf_file: str = ""
-    max_new_tokens: int = Field(48, ge=1)
-    temperature: float = Field(0.0, ge=0)
-    repetition_penalty: float = Field(1.05, ge=1.0)
+    max_new_tokens: int = Field(48, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0, le=2)
+    repetition_penalty: float = Field(1.05, ge=1.0, le=2)
     preemptive_generation: bool = True
 
 
@@ -64,8 +67,8 @@ class Phi4MMSettings(_Section):
     device: str = "auto"
     """auto: CUDA in bf16 when there is a GPU, else the CPU in fp32."""
     attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
-    max_new_tokens: int = Field(128, ge=1)
-    temperature: float = Field(0.0, ge=0)
+    max_new_tokens: int = Field(128, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0, le=2)
 
 
 class MqttSection(_Section):
@@ -78,7 +81,10 @@ class MqttSection(_Section):
 
 class Profile(_Section):
     name: str
-    prompt: str
+    prompt: str = ""
+    """A built-in prompt's name or the prompt's own text."""
+    prompt_file: str = ""
+    """A UTF-8 text file holding the prompt (relative to the profile's folder)."""
     engine: Engine = "lite"
     tools: list[str] = []
     vad: VADSettings = VADSettings()
@@ -91,12 +97,31 @@ class Profile(_Section):
     devices: dict[str, str] = {}
     """Device name → MQTT topic: the only devices the device tools may touch."""
 
+    @model_validator(mode="after")
+    def _one_prompt(self) -> Profile:
+        if bool(self.prompt) == bool(self.prompt_file):
+            raise ValueError("give either prompt (a built-in name or the text) or prompt_file")
+        return self
+
+    def instructions(self) -> str:
+        """The system prompt's text; raises prompts.PromptError."""
+        if self.prompt_file:
+            return read_prompt_file(Path(self.prompt_file))
+        return load_prompt(self.prompt)
+
 
 def available_profiles() -> list[str]:
     folder = resources.files(__package__).joinpath("profiles")
     return sorted(
         p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
     )
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).is_file()
+    except OSError:  # a name too long for the file system, say
+        return False
 
 
 def load_profile(name_or_path: str) -> Profile:
@@ -107,18 +132,28 @@ def load_profile(name_or_path: str) -> Profile:
             .joinpath(f"profiles/{name_or_path}.toml")
             .read_text("utf-8")
         )
-    elif name_or_path.endswith(".toml") and Path(name_or_path).is_file():
-        text = Path(name_or_path).read_text("utf-8")
+        folder = Path.cwd()
+    elif name_or_path.endswith(".toml") and _is_file(name_or_path):
+        try:
+            text = Path(name_or_path).read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ProfileError(f"profile {name_or_path!r} cannot be read: {e}") from None
+        folder = Path(name_or_path).resolve().parent
     else:
         raise ProfileError(
             f"unknown profile {name_or_path!r} (built-in: {', '.join(available_profiles())}; "
             "or a path to a .toml file)"
         )
     try:
-        return Profile.model_validate(tomllib.loads(text))
+        values = tomllib.loads(text)
+        if isinstance(values.get("prompt_file"), str) and values["prompt_file"]:
+            values["prompt_file"] = str(folder / values["prompt_file"])
+        return Profile.model_validate(values)
     except tomllib.TOMLDecodeError as e:
         raise ProfileError(f"profile {name_or_path!r} is not valid TOML: {e}") from None
     except ValidationError as e:
         first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ProfileError(f"profile {name_or_path!r}: {where}: {first['msg']}") from None
+        loc = ".".join(str(p) for p in first["loc"])
+        where = f"{loc}: " if loc else ""
+        message = first["msg"].removeprefix("Value error, ")
+        raise ProfileError(f"profile {name_or_path!r}: {where}{message}") from None

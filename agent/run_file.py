@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,10 @@ logger = logging.getLogger("voice_agent")
 
 SAMPLE_RATE = 24000
 IDLE_TIMEOUT_S = 120.0
+CLOSE_TIMEOUT_S = 3.0
+"""LiveKit waits up to 2 s for the last transcript as a session closes."""
+STOP_DRAIN_S = 1.0
+"""After a stop signal, MQTT events get this long to leave: the whole stop stays under 5 s."""
 
 
 class OutputDirError(ValueError):
@@ -35,6 +41,7 @@ class OutputDirError(ValueError):
 class RunResult:
     out_dir: Path
     summary: dict[str, Any]
+    stopped_by: signal.Signals | None = None
 
 
 def prepare_out_dir(path: Path) -> None:
@@ -47,19 +54,60 @@ def prepare_out_dir(path: Path) -> None:
         raise OutputDirError(f"{path}: cannot write there ({e.strerror or e})") from None
 
 
-async def _wait_until_idle(session: AgentSession, settle_s: float, closed: asyncio.Event) -> bool:
-    """True once user and agent have both been quiet for ``settle_s`` (or the session ended);
-    False on timeout."""
+class StopSignals:
+    """While entered, SIGINT and SIGTERM end the conversation early rather than the process,
+    so what was said is still written; a second signal acts as usual."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: signal.Signals | None = None
+        self.event = asyncio.Event()
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        loop = asyncio.get_running_loop()
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.getsignal(sig)
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._restore()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        logger.warning("%s: stopping, writing what was said so far", sig.name)
+        self.received = sig
+        self.event.set()
+        self._restore()
+
+    def _restore(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig, previous in self._previous.items():
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+
+async def _wait_until_idle(
+    session: AgentSession, settle_s: float, busy: Callable[[], bool], *ends: asyncio.Event
+) -> bool:
+    """True once user and agent have both been quiet for ``settle_s`` (or one of ``ends``
+    happened); False on timeout."""
     deadline = time.monotonic() + IDLE_TIMEOUT_S
     quiet_since: float | None = None
-    while time.monotonic() < deadline and not closed.is_set():
-        quiet = session.user_state == "listening" and session.agent_state in ("listening", "idle")
+    while time.monotonic() < deadline and not any(end.is_set() for end in ends):
+        quiet = (
+            session.user_state == "listening"
+            and session.agent_state in ("listening", "idle")
+            and not busy()
+        )
         now = time.monotonic()
         quiet_since = (quiet_since or now) if quiet else None
         if quiet_since is not None and now - quiet_since >= settle_s:
             return True
         await asyncio.sleep(0.05)
-    return False
+    return any(end.is_set() for end in ends)
 
 
 async def run_file(
@@ -68,25 +116,28 @@ async def run_file(
     samples = load_audio(input_path, SAMPLE_RATE)
     prepare_out_dir(out_dir)
     controlled = await ControlledSession.start(profile)
+    stop = StopSignals()
     try:
-        logger.info("playing %s (%.1f s) at %gx", input_path, len(samples) / SAMPLE_RATE, speed)
-        summary = await play_conversation(
-            controlled.session,
-            controlled.agent,
-            samples,
-            out_dir,
-            speed=speed,
-            settle_s=profile.vad.min_silence_s + profile.endpointing.max_delay + 1.0,
-            echo=echo,
-            source=str(input_path),
-        )
+        with stop:
+            logger.info("playing %s (%.1f s) at %gx", input_path, len(samples) / SAMPLE_RATE, speed)
+            summary = await play_conversation(
+                controlled,
+                controlled.agent,
+                samples,
+                out_dir,
+                speed=speed,
+                settle_s=profile.vad.min_silence_s + profile.endpointing.max_delay + 1.0,
+                echo=echo,
+                source=str(input_path),
+                stop=stop,
+            )
     finally:
-        await controlled.aclose()
-    return RunResult(out_dir=out_dir, summary=summary)
+        await controlled.aclose(drain_s=STOP_DRAIN_S if stop.received else 3.0)
+    return RunResult(out_dir=out_dir, summary=summary, stopped_by=stop.received)
 
 
 async def play_conversation(
-    session: AgentSession,
+    controlled: ControlledSession,
     agent: Agent,
     samples: np.ndarray,
     out_dir: Path,
@@ -95,45 +146,72 @@ async def play_conversation(
     settle_s: float,
     echo: bool,
     source: str,
+    stop: StopSignals | None = None,
 ) -> dict[str, Any]:
-    """Plays ``samples`` (24 kHz mono) into the session and writes the three outputs."""
+    """Plays ``samples`` (24 kHz mono) into the session and writes the three outputs; a stop
+    signal ends it early and the outputs hold the conversation up to there."""
+    session = controlled.session
     timeline = Timeline(speed)
     audio_in = FileAudioInput(samples, SAMPLE_RATE, timeline)
-    audio_out = TimelineAudioOutput(timeline, sample_rate=SAMPLE_RATE)
+    audio_out = TimelineAudioOutput(timeline, sample_rate=SAMPLE_RATE, path=out_dir / "agent.wav")
     session.input.audio = audio_in
     session.output.audio = audio_out
     log = EventLog(out_dir / "events.jsonl", timeline, echo=sys.stdout if echo else None)
     log.attach(session, audio_out)
+    report = lambda record: log.write("error", **record)  # noqa: E731
+    if controlled.bridge is not None:
+        controlled.bridge.on("error", report)
     closed = asyncio.Event()
+    stopped = stop.event if stop is not None else asyncio.Event()
     session.on("close", lambda _: closed.set())
     await session.start(agent, record=False)
-    waiters = {
-        asyncio.ensure_future(audio_in.finished.wait()),
-        asyncio.ensure_future(closed.wait()),
-    }
-    _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    for waiter in pending:
-        waiter.cancel()
-    if not closed.is_set() and not await _wait_until_idle(session, settle_s, closed):
+    controlled.control.start()
+    await _first_of(audio_in.finished, closed, stopped)
+    timeline.change_speed(1.0)  # what follows the recording is not sped up: it is the answer
+    busy = lambda: controlled.control.busy  # noqa: E731
+    if not await _wait_until_idle(session, settle_s, busy, closed, stopped):
         log.write("error", source="run-file", message="the agent did not finish within the timeout")
+    heard = audio_in.samples_sent if stopped.is_set() else len(samples)
     audio_in.close()
-    await session.aclose()
-    await audio_out.aclose()
-
-    agent_track = audio_out.render(len(samples))
-    user_track = np.concatenate([samples, np.zeros(len(agent_track) - len(samples), np.int16)])
-    sf.write(out_dir / "agent.wav", agent_track, SAMPLE_RATE, subtype="PCM_16")
-    sf.write(
-        out_dir / "conversation.wav",
-        np.stack([user_track, agent_track], axis=1),
-        SAMPLE_RATE,
-        subtype="PCM_16",
-    )
+    try:
+        await asyncio.wait_for(session.aclose(), CLOSE_TIMEOUT_S)
+    except TimeoutError:
+        log.write("error", source="run-file", message="the session did not close in time")
+    await controlled.control.aclose()  # what it could not carry out goes into this log
+    if controlled.bridge is not None:
+        controlled.bridge.off("error", report)
+    length = await audio_out.aclose(min_samples=heard)
+    _write_conversation(out_dir / "conversation.wav", samples[:heard], out_dir / "agent.wav")
     summary = log.summary(
         input=source,
         input_duration_s=round(audio_in.duration, 3),
-        agent_speech_s=round(float(np.count_nonzero(agent_track)) / SAMPLE_RATE, 3),
+        agent_speech_s=round(audio_out.voiced_samples / SAMPLE_RATE, 3),
         files=["agent.wav", "conversation.wav", "events.jsonl"],
+        **({"interrupted": True, "signal": stop.received.name} if stop and stop.received else {}),
     )
     log.close()
+    logger.debug("wrote %.1f s of conversation", length / SAMPLE_RATE)
     return summary
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+def _write_conversation(path: Path, user: np.ndarray, agent_path: Path) -> None:
+    """Stereo: left the user, right the agent; block by block, so an hour costs no memory."""
+    block = SAMPLE_RATE * 10
+    with (
+        sf.SoundFile(agent_path) as agent,
+        sf.SoundFile(path, "w", SAMPLE_RATE, 2, subtype="PCM_16", format="WAV") as out,
+    ):
+        for start in range(0, max(agent.frames, len(user)), block):
+            right = agent.read(block, dtype="int16")
+            left = user[start : start + len(right)]
+            left = np.concatenate([left, np.zeros(len(right) - len(left), np.int16)])
+            out.write(np.stack([left, right], axis=1))

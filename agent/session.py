@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from livekit.agents import Agent, AgentSession, TurnHandlingOptions, llm
 
 from audio import Pyttsx3Options, Pyttsx3TTS, WebRTCVAD, WebRTCVADOptions
-from prompts import load_prompt
 from tools import resolve_tools
 from tools.devices import DeviceGateway
 from tools.mqtt import MqttBridge, MqttSettings
@@ -42,7 +42,7 @@ async def build_session(
     """The session and the agent for ``profile``, models loaded and warm; device tools act
     through ``bridge``."""
     try:
-        instructions = load_prompt(profile.prompt)
+        instructions = profile.instructions()
         tools = resolve_tools(profile.tools)
     except LookupError as e:
         raise ProfileError(f"profile {profile.name!r}: {e.args[0]}") from None
@@ -56,7 +56,9 @@ async def build_session(
     vad_options = WebRTCVADOptions(**profile.vad.model_dump())
     engine: dict[str, Any]
     if profile.engine == "phi4mm":
-        engine = {"llm": await _phi4mm(profile)}
+        phi4mm = await _phi4mm(profile)
+        await _require_room_to_talk(profile, phi4mm, instructions, tools)
+        engine = {"llm": phi4mm}
     else:
         engine = await _lite(profile, instructions, tools)
     devices = DeviceGateway(bridge, profile.devices) if bridge is not None else None
@@ -87,6 +89,29 @@ async def build_session(
     return session, Agent(instructions=instructions, tools=tools)
 
 
+class _Reader(Protocol):
+    @property
+    def context_window(self) -> int: ...
+
+    def prompt_tokens(self, instructions: str, tools: Sequence[llm.Tool | llm.Toolset]) -> int: ...
+
+
+async def _require_room_to_talk(
+    profile: Profile, model: _Reader, instructions: str, tools: list[llm.Tool | llm.Toolset]
+) -> None:
+    """Refuse a prompt that leaves the model no room for a conversation, before it is read."""
+    reply = (
+        profile.phi4mm.max_new_tokens if profile.engine == "phi4mm" else profile.lite.max_new_tokens
+    )
+    window = model.context_window
+    used = await asyncio.to_thread(model.prompt_tokens, instructions, tools)
+    if used + reply > window:
+        raise ProfileError(
+            f"profile {profile.name!r}: the prompt and tools are {used:,} tokens, and the "
+            f"model reads at most {window:,} (with {reply} kept for the reply)"
+        )
+
+
 async def _lite(
     profile: Profile, instructions: str, tools: list[llm.Tool | llm.Toolset]
 ) -> dict[str, Any]:
@@ -106,6 +131,7 @@ async def _lite(
     await asyncio.to_thread(stt.load)
     logger.info("loading language model: %s", model.model)
     await asyncio.to_thread(model.load)
+    await _require_room_to_talk(profile, model, instructions, tools)
     await model.warm(instructions, tools)
     return {"stt": stt, "llm": model}
 

@@ -30,6 +30,8 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
         raise AudioDecodeError(f"{path}: not a readable audio file ({reason})") from None
     if data.shape[0] == 0:
         raise AudioDecodeError(f"{path}: the file holds no audio samples")
-    mono = data.mean(axis=1)
+    # a float file may hold NaN or infinities: silence and full scale, not numpy warnings
+    finite = np.nan_to_num(data, nan=0.0, posinf=1.0, neginf=-1.0)
+    mono = finite.mean(axis=1)
     pcm = (np.clip(mono, -1.0, 1.0) * 32767.0).astype(np.int16)
     return resample(pcm, int(source_rate), sample_rate)

@@ -8,10 +8,13 @@ two tracks line up as they would have in a live call.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 from livekit import rtc
 from livekit.agents.utils.audio import AudioByteStream
 from livekit.agents.voice import io
@@ -21,30 +24,51 @@ from .pcm import frame_to_mono, samples_to_frame
 OUTPUT_FRAME_MS = 20
 
 
+@dataclass(frozen=True)
+class _Pace:
+    mono: float
+    wall: float
+    position: float
+    speed: float
+
+
 class Timeline:
-    """Seconds of the input recording, as a clock; ``speed`` > 1 plays it faster."""
+    """Seconds of the input recording, as a clock; ``speed`` > 1 plays it faster.
+
+    The pace can change on the way (``change_speed``): positions already passed keep their
+    times, so events stamped before the change still land where they happened."""
 
     def __init__(self, speed: float = 1.0) -> None:
-        if speed <= 0:
-            raise ValueError("speed must be positive")
+        self._paces: list[_Pace] = []
         self.speed = speed
-        self._mono0 = 0.0
-        self._wall0 = 0.0
+        self.start()
 
     def start(self) -> None:
-        self._mono0 = time.monotonic()
-        self._wall0 = time.time()
+        self._paces = [_Pace(time.monotonic(), time.time(), 0.0, self._checked(self.speed))]
+
+    def change_speed(self, speed: float) -> None:
+        position = self.now()
+        self.speed = self._checked(speed)
+        self._paces.append(_Pace(time.monotonic(), time.time(), position, speed))
 
     def now(self) -> float:
-        return (time.monotonic() - self._mono0) * self.speed
+        pace = self._paces[-1]
+        return pace.position + (time.monotonic() - pace.mono) * pace.speed
 
     def at(self, wall_time: float) -> float:
         """Timeline position of a ``time.time()`` instant (LiveKit stamps events that way)."""
-        return (wall_time - self._wall0) * self.speed
+        pace = next((p for p in reversed(self._paces) if p.wall <= wall_time), self._paces[0])
+        return pace.position + (wall_time - pace.wall) * pace.speed
 
     def wall_delay(self, seconds: float) -> float:
-        """Timeline seconds as wall-clock seconds."""
+        """Timeline seconds as wall-clock seconds, at the present pace."""
         return seconds / self.speed
+
+    @staticmethod
+    def _checked(speed: float) -> float:
+        if not (math.isfinite(speed) and speed > 0):
+            raise ValueError("speed must be a positive number")
+        return speed
 
 
 class FileAudioInput(io.AudioInput):
@@ -67,6 +91,11 @@ class FileAudioInput(io.AudioInput):
     @property
     def duration(self) -> float:
         return len(self._samples) / self._sample_rate
+
+    @property
+    def samples_sent(self) -> int:
+        """How much of the recording the session has been given so far."""
+        return min(len(self._samples), self._index * self._frame_len)
 
     def close(self) -> None:
         self._closed = True
@@ -102,9 +131,11 @@ class _SegmentEnd:
 
 
 class TimelineAudioOutput(io.AudioOutput):
-    """A speaker that keeps what it played, placed on the timeline of the input."""
+    """A speaker that writes what it played to ``path`` (mono 16-bit WAV), placed on the
+    timeline of the input. It writes as it plays, so a long session holds no audio in memory
+    and a stopped one keeps what was said."""
 
-    def __init__(self, timeline: Timeline, *, sample_rate: int) -> None:
+    def __init__(self, timeline: Timeline, *, sample_rate: int, path: Path) -> None:
         super().__init__(
             label="timeline",
             capabilities=io.AudioOutputCapabilities(pause=True),
@@ -120,8 +151,11 @@ class TimelineAudioOutput(io.AudioOutput):
         self._paused = False
         self._interrupted = False
         self._playout: asyncio.Task[None] | None = None
-        self._writes: list[tuple[int, np.ndarray]] = []
-        self._cursor = 0
+        self._track = sf.SoundFile(path, "w", sample_rate, 1, subtype="PCM_16", format="WAV")
+        self._cursor = 0  # where the next frame goes; placements never overlap
+        self._written = 0
+        self.voiced_samples = 0
+        """Samples of the agent's speech that are not silent."""
 
     async def capture_frame(self, frame: rtc.AudioFrame) -> None:
         await super().capture_frame(frame)
@@ -151,17 +185,22 @@ class TimelineAudioOutput(io.AudioOutput):
         self._paused = False
         self._state_changed.set()
 
-    def render(self, num_samples: int) -> np.ndarray:
-        """The agent's track: ``num_samples`` long at least, longer if it spoke past the end."""
-        end = max([num_samples] + [start + len(s) for start, s in self._writes])
-        track = np.zeros(end, dtype=np.int32)
-        for start, samples in self._writes:
-            track[start : start + len(samples)] += samples
-        return np.clip(track, -32768, 32767).astype(np.int16)
-
-    async def aclose(self) -> None:
+    async def aclose(self, *, min_samples: int = 0) -> int:
+        """Stop playing and close the file, padded with silence to ``min_samples``; the
+        track's length in samples (longer if the agent spoke past that)."""
         if self._playout is not None:
             self._playout.cancel()
+            await asyncio.gather(self._playout, return_exceptions=True)
+        if not self._track.closed:
+            self._silence_until(min_samples)
+            self._track.close()
+        return self._written
+
+    def _silence_until(self, position: int) -> None:
+        while self._written < position:
+            gap = min(position - self._written, self._rate)
+            self._track.write(np.zeros(gap, np.int16))
+            self._written += gap
 
     async def _play(self) -> None:
         played = 0.0
@@ -185,8 +224,10 @@ class TimelineAudioOutput(io.AudioOutput):
             if played == 0.0:
                 self.on_playback_started(created_at=time.time())
             samples = frame_to_mono(item)
-            self._writes.append((self._cursor, samples.copy()))
-            self._cursor += len(samples)
+            self._silence_until(self._cursor)
+            self._track.write(samples)
+            self._cursor = self._written = self._cursor + len(samples)
+            self.voiced_samples += int(np.count_nonzero(samples))
             played += item.duration
             due += self._timeline.wall_delay(item.duration)
             await asyncio.sleep(due - time.monotonic())

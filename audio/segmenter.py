@@ -2,6 +2,12 @@
 
 The LiveKit VAD stream and the Phi-4-MM engine's turn trimming both cut speech with this one
 piece, so an utterance means the same thing to both.
+
+webrtcvad judges only windows that stand out from the room by a margin. The room's noise floor is
+the quietest window of the last few seconds (minimum statistics), so steady noise is never
+speech, not even at the start of a stream. webrtcvad itself hears little below -45 dBFS, so it
+judges quiet speech amplified. A long utterance is cut into pieces that a recognizer with a 30 s
+window hears whole, none of its audio lost.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import numpy as np
 import webrtcvad
 
 VAD_SAMPLE_RATE = 16000
+_GAIN_RELEASE_DB_PER_S = 1.0  # how fast the gain for quiet speech comes back after loud speech
 
 
 @dataclass(frozen=True)
@@ -28,10 +35,27 @@ class SegmenterOptions:
     """Hangover: silence needed before speech ends, so short pauses don't end turns."""
     padding_s: float = 0.3
     """Pre-roll kept before the detected start, so the first syllable is not lost."""
-    min_level_dbfs: float = -45.0
-    """Windows quieter than this are silence whatever webrtcvad says: it adapts to the noise
-    floor only after a while and takes steady noise at the start of a stream for speech."""
-    max_buffered_speech_s: float = 60.0
+    noise_margin_db: float = 8.0
+    """Windows less than this above the noise floor are silence whatever webrtcvad says: it takes
+    steady noise at the start of a stream for speech. 8 dB keeps steady white noise and hum out
+    and lets speech 10 dB above white noise in; less lets pink noise in."""
+    noise_floor_s: float = 3.0
+    """The noise floor is the quietest window of this span: longer than speech goes without a
+    dip, short enough to follow a room that gets noisier."""
+    min_level_dbfs: float = -70.0
+    """Windows quieter than this are silence and no measure of the room: digital near-silence and
+    dither are never speech, and noise that follows them is still noise."""
+    gain_target_dbfs: float = -30.0
+    """webrtcvad hears the recent speech amplified to about this level, so a quiet speaker is
+    heard. Louder, it takes bursts of noise for speech; louder speech is left as it is, so a
+    breath after a loud talker stays as faint as it is."""
+    max_gain_db: float = 30.0
+    """The most that quiet audio is amplified by before webrtcvad judges it."""
+    split_after_s: float = 25.0
+    """An utterance this long is cut where the speaker next pauses, so a recognizer with a 30 s
+    window (Whisper) hears all of a long monologue, in pieces."""
+    max_utterance_s: float = 30.0
+    """An utterance is cut here even without a pause: no piece carries more audio."""
 
     def __post_init__(self) -> None:
         if self.aggressiveness not in (0, 1, 2, 3):
@@ -40,6 +64,10 @@ class SegmenterOptions:
             raise ValueError("VAD frame_ms must be 10, 20 or 30")
         if min(self.min_speech_s, self.min_silence_s, self.padding_s) < 0:
             raise ValueError("VAD durations must not be negative")
+        if min(self.noise_margin_db, self.max_gain_db) < 0 or self.noise_floor_s <= 0:
+            raise ValueError("VAD noise_floor_s must be positive, margins and gains not negative")
+        if not self.padding_s < self.split_after_s <= self.max_utterance_s:
+            raise ValueError("VAD needs padding_s < split_after_s <= max_utterance_s")
 
 
 @dataclass(frozen=True)
@@ -51,6 +79,7 @@ class Transition:
     """16 kHz samples judged so far, this window included."""
     speech_s: float
     silence_s: float
+    """Trailing silence of an ending utterance; 0 where a long one was cut."""
     speech: bytes
     """The utterance so far (16 kHz int16), pre-roll included."""
 
@@ -65,8 +94,14 @@ class SpeechSegmenter:
         self.window_s = opts.frame_ms / 1000
         self._min_speech_w = max(1, round(opts.min_speech_s / self.window_s))
         self._min_silence_w = max(1, round(opts.min_silence_s / self.window_s))
-        self._max_speech_w = round(opts.max_buffered_speech_s / self.window_s)
-        self._min_power = (32768 * 10 ** (opts.min_level_dbfs / 20)) ** 2
+        self._split_w = round(opts.split_after_s * 1000) // opts.frame_ms
+        self._max_w = max(1, round(opts.max_utterance_s * 1000) // opts.frame_ms)
+        self._floor_w = max(1, round(opts.noise_floor_s / self.window_s))
+        self._margin = 10 ** (opts.noise_margin_db / 10)
+        self._min_power = _power(opts.min_level_dbfs)
+        self._target_power = _power(opts.gain_target_dbfs)
+        self._quiet_power = _power(opts.gain_target_dbfs - opts.max_gain_db)
+        self._release = 10 ** (-_GAIN_RELEASE_DB_PER_S * self.window_s / 10)
         self.reset()
 
     def reset(self) -> None:
@@ -76,6 +111,9 @@ class SpeechSegmenter:
             maxlen=max(1, round(self.opts.padding_s / self.window_s))
         )
         self._speech: list[bytes] = []
+        # (window number, power) with rising powers: the front is the floor, O(1) per window
+        self._floor: deque[tuple[int, float]] = deque()
+        self._speech_power = self._quiet_power  # loudest recent voiced window, decaying
         self.speaking = False
         self.samples_index = 0
         self.speech_w = 0  # windows in the current utterance
@@ -91,16 +129,21 @@ class SpeechSegmenter:
         self._pending = audio[count * size :]
         if not count:
             return []
-        samples = np.frombuffer(audio, dtype=np.int16, count=count * self.window)
-        power = np.square(samples.reshape(count, self.window), dtype=np.float32).mean(axis=1)
-        loud = (power >= self._min_power).tolist()
+        frames = np.frombuffer(audio, dtype=np.int16, count=count * self.window).reshape(count, -1)
+        powers = np.square(frames, dtype=np.float32).mean(axis=1).tolist()
         is_speech = self._detector.is_speech
         transitions: list[Transition] = []
-        for i in range(count):
+        for i, salient in enumerate(self._above_floor(powers)):
             window = audio[i * size : (i + 1) * size]
-            voiced = loud[i] and is_speech(window, VAD_SAMPLE_RATE)
-            if (transition := self._advance(window, voiced)) is not None:
-                transitions.append(transition)
+            voiced = False
+            if salient:
+                # amplified no louder than the target: clipped, any window sounds like noise
+                gain = (self._target_power / max(self._speech_power, powers[i])) ** 0.5
+                judged = window if gain <= 1 else _amplified(frames[i], gain)
+                if voiced := is_speech(judged, VAD_SAMPLE_RATE):
+                    self._speech_power = max(self._speech_power, powers[i])
+            self._speech_power = max(self._speech_power * self._release, self._quiet_power)
+            self._advance(window, voiced, transitions)
         return transitions
 
     def finish(self) -> Transition | None:
@@ -109,7 +152,30 @@ class SpeechSegmenter:
         self.reset()
         return transition
 
-    def _advance(self, window: bytes, voiced: bool) -> Transition | None:
+    def _above_floor(self, powers: list[float]) -> list[bool]:
+        """Whether each window stands out from the noise floor, which it updates."""
+        floor, first = self._floor, self.samples_index // self.window
+        salient = []
+        for n, power in enumerate(powers, first):
+            if power < self._min_power:
+                salient.append(False)
+                continue
+            while floor and floor[-1][1] >= power:
+                floor.pop()
+            floor.append((n, power))
+            while floor[0][0] <= n - self._floor_w:
+                floor.popleft()
+            salient.append(power >= floor[0][1] * self._margin)
+        return salient
+
+    def _advance(self, window: bytes, voiced: bool, transitions: list[Transition]) -> None:
+        cut = self.speaking and (
+            len(self._speech) >= self._max_w
+            or (voiced and self.silence_w > 0 and len(self._speech) >= self._split_w)
+        )
+        if cut:  # before this window: after a pause, the continuation starts with the speaker
+            transitions.append(self._transition("end", silence_w=0))
+            self.speaking = True
         self.samples_index += self.window
         if voiced:
             self.raw_speech_w += 1
@@ -119,13 +185,14 @@ class SpeechSegmenter:
             self.raw_speech_w = 0
 
         if self.speaking:
-            if len(self._speech) < self._max_speech_w:
-                self._speech.append(window)
+            self._speech.append(window)
             self.speech_w += 1
             self.silence_w = 0 if voiced else self.silence_w + 1
-            if self.silence_w >= self._min_silence_w:
-                return self._transition("end")
-            return None
+            if cut:
+                transitions.append(self._transition("start"))
+            elif self.silence_w >= self._min_silence_w:
+                transitions.append(self._transition("end"))
+            return
 
         self._preroll.append(window)
         if voiced and self.raw_speech_w >= self._min_speech_w:
@@ -134,28 +201,41 @@ class SpeechSegmenter:
             self._preroll.clear()
             self.speech_w = self.raw_speech_w
             self.silence_w = 0
-            return self._transition("start")
-        return None
+            transitions.append(self._transition("start"))
 
-    def _transition(self, kind: Literal["start", "end"]) -> Transition:
+    def _transition(
+        self, kind: Literal["start", "end"], silence_w: int | None = None
+    ) -> Transition:
         transition = Transition(
             kind=kind,
             samples_index=self.samples_index,
             speech_s=self.speech_w * self.window_s,
-            silence_s=self.silence_w * self.window_s,
+            silence_s=(self.silence_w if silence_w is None else silence_w) * self.window_s,
             speech=b"".join(self._speech),
         )
         if kind == "end":
             self.speaking = False
             self._speech = []
             self.speech_w = 0
+            self.silence_w = 0
         return transition
+
+
+def _power(dbfs: float) -> float:
+    return (32768 * 10 ** (dbfs / 20)) ** 2
+
+
+def _amplified(window: np.ndarray, gain: float) -> bytes:
+    return np.clip(window * gain, -32768, 32767).astype(np.int16).tobytes()
 
 
 def speech_bounds(
     samples: np.ndarray, opts: SegmenterOptions | None = None
 ) -> list[tuple[int, int]]:
-    """(first, last) 16 kHz sample of each utterance in a whole recording, without padding."""
+    """(first, last) 16 kHz sample of each utterance in a whole recording, without padding.
+
+    The pieces of a long utterance that was cut abut.
+    """
     segmenter = SpeechSegmenter(opts)
     transitions = segmenter.feed(np.ascontiguousarray(samples, dtype=np.int16).tobytes())
     if (last := segmenter.finish()) is not None:

@@ -134,14 +134,13 @@ class Pyttsx3TTS(tts.TTS):
             self._voice = await self._worker.voice_for(self._opts.language)
         return self._voice
 
-    def update_options(self, *, language: str | None = None, rate: int | None = None) -> None:
-        if language is not None and language != self._opts.language:
-            self._voice = None
-        self._opts = replace(
-            self._opts,
-            language=language or self._opts.language,
-            rate=rate or self._opts.rate,
-        )
+    async def switch_language(self, language: str) -> str:
+        """Speak ``language`` from now on, and return its voice; raises ValueError, changing
+        nothing, if espeak-ng has none (the voice is found before anything is replaced)."""
+        voice = await self._worker.voice_for(language)
+        self._opts = replace(self._opts, language=language)
+        self._voice = voice
+        return voice
 
     def synthesize(
         self, text: str, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS

@@ -1,13 +1,20 @@
-"""System prompts, one text file per profile, shipped with the package."""
+"""System prompts, one text file per profile, shipped with the package.
+
+A profile's ``prompt`` is a built-in name or the prompt's own text, and its ``prompt_file`` a
+path: a string is never guessed to be a file name.
+"""
 
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
 
+MAX_PROMPT_BYTES = 1 << 20
+"""More than any model here can read (Phi-4-MM's 128K tokens are ~500 KB of text)."""
 
-class PromptNotFoundError(LookupError):
-    pass
+
+class PromptError(LookupError):
+    """The prompt named or given cannot be used; the message is meant for the user."""
 
 
 def available_prompts() -> list[str]:
@@ -18,14 +25,37 @@ def available_prompts() -> list[str]:
     )
 
 
-def load_prompt(name_or_path: str) -> str:
-    """A built-in prompt by name (``desktop``) or a text file by path."""
-    if name_or_path in available_prompts():
-        return resources.files(__name__).joinpath(f"{name_or_path}.txt").read_text("utf-8").strip()
-    path = Path(name_or_path)
-    if path.is_file():
-        return path.read_text("utf-8").strip()
-    built_in = ", ".join(available_prompts())
-    raise PromptNotFoundError(
-        f"unknown prompt {name_or_path!r} (built-in: {built_in}; or a file path)"
-    )
+def load_prompt(name_or_text: str) -> str:
+    """A built-in prompt by name (``desktop``), or the text itself.
+
+    A single word that names no built-in prompt is a typo or a file name, not a prompt."""
+    text = name_or_text.strip()
+    if text in available_prompts():
+        return resources.files(__name__).joinpath(f"{text}.txt").read_text("utf-8").strip()
+    if not text or len(text.split()) == 1:
+        built_in = ", ".join(available_prompts())
+        raise PromptError(
+            f"unknown prompt {text[:60]!r} (built-in: {built_in}; "
+            "or the prompt's own text; a file goes in prompt_file)"
+        )
+    if len(text.encode()) > MAX_PROMPT_BYTES:
+        raise PromptError(f"the prompt is over {MAX_PROMPT_BYTES >> 20} MiB")
+    return text
+
+
+def read_prompt_file(path: Path) -> str:
+    """A prompt from a UTF-8 text file."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_PROMPT_BYTES:
+            raise PromptError(f"{path}: {size:,} bytes is too large for a prompt")
+        text = path.read_text("utf-8").strip()
+    except FileNotFoundError:
+        raise PromptError(f"{path}: no such prompt file") from None
+    except UnicodeDecodeError:
+        raise PromptError(f"{path}: not UTF-8 text") from None
+    except OSError as e:
+        raise PromptError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if not text:
+        raise PromptError(f"{path}: the prompt file is empty")
+    return text

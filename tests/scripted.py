@@ -15,7 +15,7 @@ import numpy as np
 from livekit.agents import Agent, llm
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 
-from agent.control import SessionControl
+from agent.control import ControlledSession, SessionControl
 from agent.profile import load_profile
 from agent.run_file import SAMPLE_RATE, play_conversation
 from agent.session import build_session
@@ -69,10 +69,12 @@ async def converse(
 ) -> list[dict[str, Any]]:
     """Plays ``samples`` into a real session whose agent thinks with ``model``; the events."""
     session, real_agent = await build_session(load_profile(profile))
-    SessionControl(session, real_agent)
+    controlled = ControlledSession(
+        session, real_agent, SessionControl(session, real_agent, None), None
+    )
     agent = Agent(instructions=real_agent.instructions, tools=tools, llm=model)
     await play_conversation(
-        session, agent, samples, tmp_path, speed=1.0, settle_s=2.0, echo=False, source="spoken"
+        controlled, agent, samples, tmp_path, speed=1.0, settle_s=2.0, echo=False, source="spoken"
     )
-    await session.userdata.timers.aclose()
+    await controlled.aclose()
     return [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]

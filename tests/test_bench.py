@@ -28,3 +28,12 @@ def test_the_gpu_bench_script_runs_on_a_miniature_config(tmp_path):
     figures = bench("bench/phi4mm.py", "gpu", "--smoke", tmp_path=tmp_path)
     assert {"context_64", "context_256"} <= set(figures)
     assert figures["context_256"]["ttft_s"] > 0
+
+
+def test_the_soak_bench_samples_memory_through_a_kiosk_conversation(tmp_path):
+    figures = bench(
+        "bench/soak.py", "--minutes", "1.5", "--speed", "4", "--warmup", "0", tmp_path=tmp_path
+    )
+    assert figures["counts"]["user_turn"] >= 2 and figures["mqtt_events_seen"] > 0
+    assert len(figures["rss_mb"]) >= 1 and all(rss > 100 for _, rss in figures["rss_mb"])
+    assert figures["counts"]["error"] >= 1, "the dashboard's junk command was refused and logged"

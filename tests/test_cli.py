@@ -42,10 +42,15 @@ CASES = {
         "invalid choice: 'cloud'",
     ),
     "unwritable-out": (["run-file", str(DEMO), "--out", "{d}/a-file/out"], "cannot write there"),
-    "bad-speed": (
-        ["run-file", str(DEMO), "--out", "{d}/out", "--speed", "0"],
-        "--speed must be positive",
-    ),
+    **{
+        f"speed-{value}": (
+            ["run-file", str(DEMO), "--out", "{d}/out", f"--speed={value}"],
+            f"argument --speed: {value!r} is not a number"
+            if value == "fast"
+            else f"argument --speed: {value} is not between 0.1 and 10",
+        )
+        for value in ("0", "-1", "nan", "inf", "-inf", "1e9", "100", "fast")
+    },
     "no-command": ([], "the following arguments are required"),
 }
 

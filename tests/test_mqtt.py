@@ -5,102 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import uuid
-from pathlib import Path
 
-import aiomqtt
 import numpy as np
 import pytest
 import soundfile as sf
 from livekit.agents import ToolError
 
-from tests.conftest import DEMO, REPO, SHARED_AUDIO, Broker
+from tests.conftest import DEMO, REPO, SHARED_AUDIO
+from tests.mqtt_helpers import BASE, Observer, run_file, settings, silence
+from tools.commands import Command
 from tools.devices import DeviceGateway
-from tools.mqtt import MqttBridge, MqttSettings
-
-BASE = "voice-agent/kiosk1"
-
-
-class Observer:
-    """A dashboard on the broker: a persistent QoS 1 subscription that rides out restarts."""
-
-    def __init__(self, broker: Broker, topics: str = "#") -> None:
-        self.broker = broker
-        self.topics = topics
-        self.messages: list[tuple[str, str, bool]] = []
-        self._identifier = f"observer-{uuid.uuid4().hex[:8]}"
-        self._subscribed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._client: aiomqtt.Client | None = None
-
-    async def __aenter__(self) -> Observer:
-        self._task = asyncio.create_task(self._run())
-        await asyncio.wait_for(self._subscribed.wait(), 10)
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                async with aiomqtt.Client(
-                    "127.0.0.1", self.broker.port, identifier=self._identifier, clean_session=False
-                ) as client:
-                    self._client = client
-                    await client.subscribe(self.topics, qos=1)
-                    self._subscribed.set()
-                    async for message in client.messages:
-                        payload = message.payload
-                        text = payload.decode() if isinstance(payload, bytes) else str(payload)
-                        self.messages.append((str(message.topic), text, message.retain))
-            except aiomqtt.MqttError:
-                self._client = None
-                await asyncio.sleep(0.1)
-
-    async def publish(self, topic: str, payload: str, *, retain: bool = False) -> None:
-        assert self._client is not None
-        await self._client.publish(topic, payload, qos=1, retain=retain)
-
-    async def wait_for(self, predicate, timeout: float = 60) -> tuple[str, str, bool]:
-        for _ in range(int(timeout * 20)):
-            for message in self.messages:
-                if predicate(message):
-                    return message
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"not seen within {timeout} s: {self.messages[-5:]}")
-
-    def events(self) -> list[dict]:
-        """Event payloads in arrival order, duplicates (at-least-once) removed."""
-        seen, out = set(), []
-        for topic, text, _ in self.messages:
-            if topic.startswith(f"{BASE}/event/"):
-                event = json.loads(text)
-                if event["seq"] not in seen:
-                    seen.add(event["seq"])
-                    out.append({"kind": topic.rsplit("/", 1)[1], **event})
-        return out
-
-
-def settings(broker: Broker) -> MqttSettings:
-    return MqttSettings.parse(broker.url, "kiosk1")
-
-
-async def run_file(
-    broker: Broker, audio: Path, out: Path, *extra: str
-) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent.cli", "run-file", str(audio), "--out", str(out), "-q",
-        "--profile", "kiosk", "--mqtt", broker.url, "--device-id", "kiosk1", *extra,
-        cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-
-
-def silence(path: Path, seconds: float) -> Path:
-    sf.write(path, np.zeros(int(seconds * 16000), np.int16), 16000)
-    return path
+from tools.mqtt import MqttBridge
 
 
 async def test_the_bridge_says_online_and_publishes_events_in_order(broker):
@@ -271,10 +186,15 @@ async def test_the_language_command_switches_voice_and_reply_language():
     from agent.session import build_session
 
     session, agent = await build_session(load_profile("desktop"))
-    control = SessionControl(session, agent)
+    control = SessionControl(session, agent, None)
     english = await session.tts.voice()  # type: ignore[union-attr]
-    await control.command("language", "de")
+    await control.command(Command("language", "de"))
     assert await session.tts.voice() == "gmw/de" != english  # type: ignore[union-attr]
     assert "'de'" in agent.instructions
-    await control.command("language", "klingon")  # no such voice: nothing changes
+    # two unknown languages racing each other: neither replaces the working voice
+    await asyncio.gather(
+        control.command(Command("language", "xx")), control.command(Command("language", "yy"))
+    )
     assert await session.tts.voice() == "gmw/de"  # type: ignore[union-attr]
+    frame = await session.tts.synthesize("Hallo.").collect()  # type: ignore[union-attr]
+    assert frame.duration > 0.3, "the voice still speaks"

@@ -4,11 +4,16 @@ Events are kept in a bounded queue and published with QoS 1 in order; a message 
 queue only once the broker has acknowledged it, so when the broker goes away the events of the
 gap are delivered after the reconnect (at least once: each carries a sequence number). A
 retained ``status`` says ``online``; the broker's last will says ``offline`` if the agent dies.
+
+Commands are checked as they arrive (``tools.commands``) and wait in a bounded inbox until the
+session takes them, so a command sent while the models load is obeyed once they have. What is
+refused is said once per burst: a warning line and an ``event/error`` naming how many.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -16,18 +21,21 @@ import os
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiomqtt
+from livekit import rtc
+
+from .commands import Command, CommandRefused, parse_command, preview
 
 logger = logging.getLogger("voice_agent")
 
-Command = Callable[[str, str], Coroutine[Any, Any, None]]
-COMMANDS = ("say", "mute", "unmute", "language", "end")
 BACKOFF_S = (0.5, 8.0)
+INBOX_SIZE = 100
+REPORT_AFTER_S = 0.25
+"""Refusals within this span are reported together, so a flood makes one line, not thousands."""
 
 
 class MqttConfigError(ValueError):
@@ -42,6 +50,7 @@ class MqttSettings:
     device_id: str
     prefix: str = "voice-agent"
     max_buffered: int = 1000
+    inbox_size: int = INBOX_SIZE
 
     @classmethod
     def parse(cls, url: str, device_id: str, prefix: str = "voice-agent") -> MqttSettings:
@@ -72,21 +81,25 @@ class MqttSettings:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
-class MqttBridge:
-    def __init__(self, settings: MqttSettings, *, on_command: Command | None = None) -> None:
+class MqttBridge(rtc.EventEmitter[Literal["error"]]):
+    """Emits ``error`` with each refusal it reports, so the session's event log has it too."""
+
+    def __init__(self, settings: MqttSettings) -> None:
+        super().__init__()
         self.settings = settings
         self.connected = asyncio.Event()
-        self._on_command = on_command
         self._outbox: deque[tuple[str, bytes]] = deque()
         self._outbox_changed = asyncio.Event()
+        self._outbox_empty = asyncio.Event()
+        self._outbox_empty.set()
+        self._inbox: asyncio.Queue[Command] = asyncio.Queue(settings.inbox_size)
         self._sequence = itertools.count(1)
         self._dropped = 0
+        self._refusals: dict[tuple[str, str], tuple[int, str]] = {}
+        self._report: asyncio.TimerHandle | None = None
         self._client: aiomqtt.Client | None = None
         self._waiting: dict[str, asyncio.Future[str]] = {}
         self._task: asyncio.Task[None] | None = None
-
-    def on_command(self, handler: Command) -> None:
-        self._on_command = handler
 
     def topic(self, suffix: str) -> str:
         return f"{self.settings.base}/{suffix}"
@@ -99,7 +112,41 @@ class MqttBridge:
             self._dropped += 1
             logger.warning("MQTT outbox full: dropped the oldest event (%d so far)", self._dropped)
         self._outbox.append((self.topic(f"event/{kind}"), json.dumps(payload).encode()))
+        self._outbox_empty.clear()
         self._outbox_changed.set()
+
+    async def next_command(self) -> Command:
+        """The oldest command not yet taken, in arrival order."""
+        return await self._inbox.get()
+
+    def refuse(self, command: str, reason: str, payload: str = "") -> None:
+        """Report a command that will not be carried out (with the others of its burst)."""
+        count, shown = self._refusals.get((command, reason), (0, payload))
+        self._refusals[(command, reason)] = (count + 1, shown)
+        if self._report is None:
+            self._report = asyncio.get_running_loop().call_later(REPORT_AFTER_S, self._flush)
+
+    def report_now(self) -> None:
+        """Report the refusals held back, and the commands still waiting, which will now
+        never be carried out."""
+        while not self._inbox.empty():
+            command = self._inbox.get_nowait()
+            self.refuse(command.name, "dropped: the session ended before it could obey")
+        if self._report is not None:
+            self._report.cancel()
+            self._flush()
+
+    def _flush(self) -> None:
+        self._report = None
+        refusals, self._refusals = self._refusals, {}
+        for (command, reason), (count, shown) in refusals.items():
+            times = "" if count == 1 else f" {count} times"
+            logger.warning(
+                "MQTT cmd/%s refused%s: %s%s", command, times, reason, f" {shown}" if shown else ""
+            )
+            record = {"source": "mqtt", "command": command, "message": reason, "count": count}
+            self.publish_event("error", **record)
+            self.emit("error", record)
 
     async def publish_now(self, topic: str, payload: str) -> None:
         """Publish outside the event queue (device commands); fails if the broker is away."""
@@ -127,18 +174,30 @@ class MqttBridge:
         self._task = asyncio.create_task(self._run())
 
     async def aclose(self, *, drain_s: float = 3.0) -> None:
-        """Deliver what is queued (for up to ``drain_s``), say offline, disconnect."""
-        deadline = time.monotonic() + drain_s
-        while self._outbox and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if self._client is not None:
-            try:
-                await self._client.publish(self.topic("status"), "offline", qos=1, retain=True)
-            except aiomqtt.MqttError:
-                pass
+        """Report what was never taken, deliver what is queued (for up to ``drain_s``), say
+        offline, disconnect."""
+        self.report_now()
+        try:
+            await asyncio.wait_for(self._outbox_empty.wait(), drain_s)
+        except TimeoutError:
+            logger.warning("MQTT: %d events not delivered before exit", len(self._outbox))
+        connected = self._client is not None
+        if connected:
+            await self._say_offline(self._client)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if not connected:  # a clean exit drops the last will: say it with a short visit
+            try:
+                async with self._connect(timeout=2) as client:
+                    await self._say_offline(client)
+            except aiomqtt.MqttError as e:
+                logger.warning("MQTT: could not mark %s offline (%s)", self.settings.base, e)
+
+    async def _say_offline(self, client: aiomqtt.Client | None) -> None:
+        if client is not None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.publish(self.topic("status"), "offline", qos=1, retain=True)
 
     async def _run(self) -> None:
         delay = BACKOFF_S[0]
@@ -157,13 +216,19 @@ class MqttBridge:
             except aiomqtt.MqttError as e:
                 if self.connected.is_set():
                     logger.warning("MQTT connection to %s lost (%s)", self.settings.address, e)
+                elif delay == BACKOFF_S[0]:
+                    logger.warning(
+                        "MQTT broker at %s not reachable (%s); retrying, events are kept",
+                        self.settings.address,
+                        e,
+                    )
             finally:
                 self._client = None
                 self.connected.clear()
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_S[1])
 
-    def _connect(self) -> aiomqtt.Client:
+    def _connect(self, timeout: float = 5) -> aiomqtt.Client:
         status = self.topic("status")
         return aiomqtt.Client(
             self.settings.host,
@@ -173,7 +238,7 @@ class MqttBridge:
             identifier=f"voice-agent-{self.settings.device_id}",
             will=aiomqtt.Will(status, "offline", qos=1, retain=True),
             tls_context=ssl.create_default_context() if self.settings.tls else None,
-            timeout=5,
+            timeout=timeout,
         )
 
     async def _send(self, client: aiomqtt.Client) -> None:
@@ -183,6 +248,7 @@ class MqttBridge:
                 await client.publish(topic, payload, qos=1)
                 if self._outbox and self._outbox[0] == (topic, payload):
                     self._outbox.popleft()  # only once the broker has it
+            self._outbox_empty.set()
             self._outbox_changed.clear()
             await self._outbox_changed.wait()
 
@@ -191,12 +257,19 @@ class MqttBridge:
         async for message in client.messages:
             topic = str(message.topic)
             payload = message.payload
-            text = payload.decode() if isinstance(payload, bytes | bytearray) else str(payload)
+            raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
             if topic in self._waiting and not self._waiting[topic].done():
-                self._waiting[topic].set_result(text)
-            elif topic.startswith(commands) and self._on_command is not None:
-                name = topic[len(commands) :]
-                if name in COMMANDS:
-                    asyncio.create_task(self._on_command(name, text))
-                else:
-                    logger.warning("ignoring unknown MQTT command %r", name)
+                self._waiting[topic].set_result(bytes(raw).decode("utf-8", "replace"))
+            elif topic.startswith(commands):
+                self._take(topic[len(commands) :], bytes(raw))
+
+    def _take(self, name: str, payload: bytes) -> None:
+        try:
+            command = parse_command(name, payload)
+        except CommandRefused as e:
+            self.refuse(name[:40], str(e), preview(payload))
+            return
+        try:
+            self._inbox.put_nowait(command)
+        except asyncio.QueueFull:
+            self.refuse(name, f"{self.settings.inbox_size} commands are already waiting")

@@ -90,6 +90,15 @@ class Phi4MMRealtimeModel(llm.RealtimeModel):
         """Load the weights now (blocking), so the first turn is not the one that waits."""
         self.engine.load()
 
+    @property
+    def context_window(self) -> int:
+        return int(self.engine.loaded.model.config.max_position_embeddings)
+
+    def prompt_tokens(self, instructions: str, tools: Sequence[llm.Tool | llm.Toolset]) -> int:
+        """The system turn's size, tools included, as the model reads it."""
+        parts = render(instructions, card_tools(tools), [], lambda _: ())
+        return sum(self.engine.count_tokens(part) for part in parts)
+
     def item_details(self, item_id: str) -> dict[str, Any]:
         """What the event log adds to a turn or a reply this model produced."""
         if (turn := self.turns.get(item_id)) is not None:
