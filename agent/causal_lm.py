@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from .generation import GenerationStats, common_prefix, streaming_kwargs
-from .models import ModelNotFoundError, bundled_smollm2_gguf, cache_dir
+from .models import ModelNotFoundError, bundled_smollm2_gguf, cache_dir, local_model
 
 logger = logging.getLogger("voice_agent")
 
@@ -45,9 +45,20 @@ class CausalLMRuntime:
     def template_supports_tools(self) -> bool:
         return "tools" in (self._tokenizer.chat_template or "")
 
+    def locate(self) -> None:
+        """Fail now, with the path, if the weights are not on this machine."""
+        if not self._source:
+            bundled_smollm2_gguf()
+        elif self._gguf_file:
+            if not (gguf := Path(self._source, self._gguf_file)).is_file():
+                raise ModelNotFoundError(f"{gguf}: no such GGUF file")
+        else:
+            local_model(self._source, "config.json", "transformers model")
+
     def load(self) -> None:
         if self._model is not None:
             return
+        self.locate()
         if not self._source:
             gguf = bundled_smollm2_gguf()
             folder = self._converted(gguf.parent, gguf.name)
@@ -55,10 +66,6 @@ class CausalLMRuntime:
             folder = self._converted(Path(self._source), self._gguf_file)
         else:
             folder = Path(self._source)
-            if folder.exists() and not (folder / "config.json").is_file():
-                raise ModelNotFoundError(
-                    f"{folder}: not a transformers model folder (no config.json)"
-                )
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
             model: Any = AutoModelForCausalLM.from_pretrained(
@@ -74,8 +81,6 @@ class CausalLMRuntime:
     def _converted(self, folder: Path, gguf_file: str) -> Path:
         """GGUF de-quantisation takes ~30 s; it is done once and kept as safetensors."""
         gguf = folder / gguf_file
-        if not gguf.is_file():
-            raise ModelNotFoundError(f"{gguf}: no such GGUF file")
         target = cache_dir() / "gguf" / f"{gguf.stem}-{gguf.stat().st_size}"
         if (target / "model.safetensors").is_file():
             return target

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import math
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from .profile import ENGINES, Profile, ProfileError, load_profile
 
 EXIT_USAGE = 2
 SPEED_RANGE = (0.1, 10.0)
+MAX_CONTEXT_RANGE = (256, 1 << 20)
 logger = logging.getLogger("voice_agent")
 
 
@@ -69,6 +71,9 @@ def _profile(args: argparse.Namespace) -> Profile:
             }
         )
         profile = profile.model_copy(update={"mqtt": mqtt})
+    if args.max_context is not None:
+        context = profile.context.model_copy(update={"max_tokens": args.max_context})
+        profile = profile.model_copy(update={"context": context})
     if args.model:
         if profile.engine == "phi4mm":
             settings = profile.phi4mm.model_copy(update={"model": args.model})
@@ -79,14 +84,18 @@ def _profile(args: argparse.Namespace) -> Profile:
     return profile
 
 
-def _number_in(low: float, high: float) -> Callable[[str], float]:
-    """An argparse type: a finite number from ``low`` to ``high``, or a one-line refusal."""
+def _number_in(
+    low: float, high: float, kind: Callable[[str], float] = float
+) -> Callable[[str], float]:
+    """An argparse type: a finite number (of ``kind``) from ``low`` to ``high``, or a one-line
+    refusal."""
 
     def parse(text: str) -> float:
         try:
-            value = float(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
         if not (math.isfinite(value) and low <= value <= high):
             raise argparse.ArgumentTypeError(f"{text} is not between {low:g} and {high:g}")
         return value
@@ -95,7 +104,7 @@ def _number_in(low: float, high: float) -> Callable[[str], float]:
 
 
 def _run_file(args: argparse.Namespace) -> int:
-    from .run_file import OutputDirError, run_file
+    from .run_file import OutputDirError, StoppedBeforeStart, run_file
 
     profile = _profile(args)
     try:
@@ -106,6 +115,12 @@ def _run_file(args: argparse.Namespace) -> int:
         )
     except OutputDirError as e:
         raise UsageError(str(e)) from None
+    except StoppedBeforeStart as e:
+        print(f"voice-agent: {e}; nothing was written", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # the weights are still loading on a daemon thread inside native code; finalizing
+        # the interpreter under it can abort, and there is nothing left to save
+        os._exit(128 + int(e.received))
     counts = result.summary["counts"]
     print(
         f"{counts['user_turn']} user turns, {counts['agent_reply']} replies, "
@@ -156,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--mqtt", metavar="URL", help="MQTT broker, mqtt://HOST[:PORT] or mqtts://")
         p.add_argument("--device-id", help="this kiosk's name in the MQTT topics")
+        p.add_argument(
+            "--max-context",
+            type=_number_in(*MAX_CONTEXT_RANGE, kind=int),
+            metavar="TOKENS",
+            help="the conversation's window in tokens (lite engine; default: the model's own)",
+        )
 
     run = commands.add_parser("run-file", help="answer a recorded conversation")
     run.add_argument("input", help="WAV/FLAC/AIFF/OGG recording of the user")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 from livekit.agents import Agent, AgentSession, llm
@@ -23,7 +23,8 @@ from tools.commands import Command
 from tools.mqtt import MqttBridge
 from tools.services import AgentServices
 
-from .events import tool_calls
+from .context import Trim
+from .events import ContextMeter, tool_calls
 from .profile import Profile
 from .session import bridge_for, build_session
 
@@ -96,6 +97,11 @@ class SessionControl:
             session.on("agent_state_changed", lambda e: self._state(bridge, e))
             session.on("conversation_item_added", lambda e: self._item(bridge, e))
             session.on("function_tools_executed", lambda e: self._tools(bridge, e))
+            if isinstance(session.llm, ContextMeter) and isinstance(session.llm, llm.LLM):
+                session.llm.on(
+                    "context_trimmed",
+                    lambda t: bridge.publish_event("context_trimmed", **asdict(t)),
+                )
 
     def start(self) -> None:
         """Begin obeying and speaking; the session must be running (commands that came
@@ -209,6 +215,10 @@ class SessionControl:
             bridge.publish_event(
                 "agent", text=item.text_content or "", interrupted=item.interrupted
             )
+
+    @staticmethod
+    def _trimmed(bridge: MqttBridge, trim: Trim) -> None:
+        bridge.publish_event("context_trimmed", **asdict(trim))
 
     @staticmethod
     def _tools(bridge: MqttBridge, event: FunctionToolsExecutedEvent) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol, TextIO, runtime_checkable
 
@@ -22,6 +23,8 @@ from livekit.agents.voice.events import (
 from livekit.agents.voice.io import PlaybackStartedEvent
 
 from audio.file_io import Timeline
+
+from .context import Trim
 
 METRIC_NAMES = ("eou_delay_s", "ttft_s", "ttfb_s", "e2e_latency_s")
 """Per reply; the summary adds ``stt_s``, the recognizer's time per utterance."""
@@ -42,6 +45,13 @@ def tool_calls(event: FunctionToolsExecutedEvent) -> list[dict[str, Any]]:
         }
         for call, output in event.zipped()
     ]
+
+
+@runtime_checkable
+class ContextMeter(Protocol):
+    """An engine that keeps its conversation within a window, and says how full it is."""
+
+    context_tokens: int
 
 
 @runtime_checkable
@@ -71,12 +81,16 @@ class EventLog:
             "agent_reply": 0,
             "tool_call": 0,
             "interruption": 0,
+            "context_trimmed": 0,
             "error": 0,
         }
         self.metrics: dict[str, list[float]] = {name: [] for name in (*METRIC_NAMES, "stt_s")}
 
     def attach(self, session: AgentSession, speaker: io.AudioOutput) -> None:
         self._details = session.llm if isinstance(session.llm, ItemDetails) else None
+        self._meter = session.llm if isinstance(session.llm, ContextMeter) else None
+        if self._meter is not None and isinstance(session.llm, llm.LLM):
+            session.llm.on("context_trimmed", self._on_trim)
         speaker.on("playback_started", self._on_playback_started)
         session.on("user_state_changed", self._on_user_state)
         session.on("conversation_item_added", self._on_item)
@@ -167,12 +181,17 @@ class EventLog:
             text=item.text_content or "",
             interrupted=item.interrupted,
             metrics={name: _rounded(value) for name, value in values.items()},
+            **({} if self._meter is None else {"context_tokens": self._meter.context_tokens}),
         )
         self.say(
             "agent", (item.text_content or "") + (" [interrupted]" if item.interrupted else "")
         )
         if item.interrupted:
             self.write("interruption", by="user", resumed=False)
+
+    def _on_trim(self, trim: Trim) -> None:
+        self.write("context_trimmed", **asdict(trim))
+        self.say("context", f"trimmed {trim.turns} old turns: {trim.before} → {trim.after} tokens")
 
     def _item_details(self, item_id: str) -> dict[str, Any]:
         return {} if self._details is None else self._details.item_details(item_id)

@@ -13,13 +13,14 @@ import threading
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from livekit.agents import APIConnectOptions, llm
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 
 from .causal_lm import CausalLMRuntime
+from .context import ContextOptions, ContextWindow, Trim
 from .generation import GenerationStats
 from .tool_calls import relay_reply
 
@@ -43,6 +44,7 @@ class TransformersLLMOptions:
     """0 decodes greedily."""
     repetition_penalty: float = 1.0
     device: str = "cpu"
+    context: ContextOptions = field(default_factory=ContextOptions)
 
 
 class TransformersLLM(llm.LLM):
@@ -53,6 +55,9 @@ class TransformersLLM(llm.LLM):
             self._opts.model, gguf_file=self._opts.gguf_file, device=self._opts.device
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
+        self._window: ContextWindow | None = None
+        self.context_tokens = 0
+        """The conversation's size after the latest request: prompt and reply."""
 
     @property
     def model(self) -> str:
@@ -69,6 +74,9 @@ class TransformersLLM(llm.LLM):
     @property
     def runtime(self) -> CausalLMRuntime:
         return self._runtime
+
+    def locate(self) -> None:
+        self._runtime.locate()
 
     def load(self) -> None:
         """Load the weights now (blocking), so the first turn is not the one that waits."""
@@ -90,7 +98,27 @@ class TransformersLLM(llm.LLM):
 
     @property
     def context_window(self) -> int:
-        return self._runtime.context_window
+        """The tokens a conversation may use: the model's own, or less if the options say."""
+        return self._opts.context.max_tokens or self._runtime.context_window
+
+    def prepare(
+        self, chat_ctx: llm.ChatContext, tools: Sequence[llm.Tool | llm.Toolset]
+    ) -> tuple[list[int], Trim | None]:
+        """The request's token ids, with the conversation trimmed to its window first when
+        the request would pass the trigger (blocking: it renders)."""
+        if self._window is None:
+            window = self.context_window
+            self._window = ContextWindow(self._opts.context, window, self._opts.max_new_tokens)
+
+        def render(items: Sequence[llm.ChatItem]) -> list[int]:
+            return self.render_prompt(llm.ChatContext(list(items)), tools)
+
+        items = self._window.kept(chat_ctx.items)
+        ids = render(items)
+        if not self._window.needs_trim(len(ids)):
+            return ids, None
+        items, trim = self._window.trim(items, lambda some: len(render(some)))
+        return render(items), trim
 
     def prompt_tokens(self, instructions: str, tools: Sequence[llm.Tool | llm.Toolset]) -> int:
         """The system turn's size, tools included, as the model reads it."""
@@ -173,15 +201,18 @@ class TransformersLLMStream(llm.LLMStream):
     async def _run(self) -> None:
         request_id = uuid.uuid4().hex
         cancelled = threading.Event()  # set when the session closes the stream
-        prompt_ids = await asyncio.to_thread(
-            self._engine.render_prompt, self._chat_ctx, self._tools
+        prompt_ids, trim = await asyncio.to_thread(
+            self._engine.prepare, self._chat_ctx, self._tools
         )
+        if trim is not None:
+            self._engine.emit("context_trimmed", trim)
         stats, calls = await relay_reply(
             lambda on_text: self._engine.generate(prompt_ids, on_text, cancelled),
             lambda text: self._send(request_id, text),
             cancelled=cancelled,
             on_malformed=lambda e: self._emit_error(e, recoverable=True),
         )
+        self._engine.context_tokens = stats.prompt_tokens + stats.generated_tokens
         if calls:
             self._event_ch.send_nowait(
                 llm.ChatChunk(

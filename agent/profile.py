@@ -71,6 +71,21 @@ class Phi4MMSettings(_Section):
     temperature: float = Field(0.0, ge=0, le=2)
 
 
+class ContextSettings(_Section):
+    max_tokens: int = Field(0, ge=0, le=1 << 20)
+    """The conversation's window; 0 = the model's own (SmolLM2: 8,192)."""
+    trigger: float = Field(0.8, gt=0, le=1)
+    """Trim once the next request, with room for the reply, would pass this share."""
+    target: float = Field(0.5, gt=0, lt=1)
+    """…down to this share, in one step."""
+
+    @model_validator(mode="after")
+    def _target_below_trigger(self) -> ContextSettings:
+        if self.target >= self.trigger:
+            raise ValueError("target must be below trigger")
+        return self
+
+
 class MqttSection(_Section):
     enabled: bool = False
     url: str = "mqtt://127.0.0.1:1883"
@@ -93,6 +108,7 @@ class Profile(_Section):
     voice: VoiceSettings = VoiceSettings()
     lite: LiteEngineSettings = LiteEngineSettings()
     phi4mm: Phi4MMSettings = Phi4MMSettings()
+    context: ContextSettings = ContextSettings()
     mqtt: MqttSection = MqttSection()
     devices: dict[str, str] = {}
     """Device name → MQTT topic: the only devices the device tools may touch."""

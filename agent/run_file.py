@@ -8,7 +8,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,14 @@ STOP_DRAIN_S = 1.0
 
 class OutputDirError(ValueError):
     pass
+
+
+class StoppedBeforeStart(Exception):
+    """A stop signal came while the models were loading: nothing was played or written."""
+
+    def __init__(self, received: signal.Signals) -> None:
+        super().__init__(f"stopped by {received.name} before the conversation began")
+        self.received = received
 
 
 @dataclass(frozen=True)
@@ -76,7 +84,7 @@ class StopSignals:
         self._restore()
 
     def _on_signal(self, sig: signal.Signals) -> None:
-        logger.warning("%s: stopping, writing what was said so far", sig.name)
+        logger.warning("%s: stopping (a second one ends at once)", sig.name)
         self.received = sig
         self.event.set()
         self._restore()
@@ -115,10 +123,15 @@ async def run_file(
 ) -> RunResult:
     samples = load_audio(input_path, SAMPLE_RATE)
     prepare_out_dir(out_dir)
-    controlled = await ControlledSession.start(profile)
-    stop = StopSignals()
-    try:
-        with stop:
+    with StopSignals() as stop:
+        starting = asyncio.ensure_future(ControlledSession.start(profile))
+        await _first_of(starting, stop.event.wait())
+        if stop.received is not None:
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            raise StoppedBeforeStart(stop.received)
+        controlled = starting.result()
+        try:
             logger.info("playing %s (%.1f s) at %gx", input_path, len(samples) / SAMPLE_RATE, speed)
             summary = await play_conversation(
                 controlled,
@@ -131,8 +144,8 @@ async def run_file(
                 source=str(input_path),
                 stop=stop,
             )
-    finally:
-        await controlled.aclose(drain_s=STOP_DRAIN_S if stop.received else 3.0)
+        finally:
+            await controlled.aclose(drain_s=STOP_DRAIN_S if stop.received else 3.0)
     return RunResult(out_dir=out_dir, summary=summary, stopped_by=stop.received)
 
 
@@ -166,7 +179,7 @@ async def play_conversation(
     session.on("close", lambda _: closed.set())
     await session.start(agent, record=False)
     controlled.control.start()
-    await _first_of(audio_in.finished, closed, stopped)
+    await _first_of(audio_in.finished.wait(), closed.wait(), stopped.wait())
     timeline.change_speed(1.0)  # what follows the recording is not sped up: it is the answer
     busy = lambda: controlled.control.busy  # noqa: E731
     if not await _wait_until_idle(session, settle_s, busy, closed, stopped):
@@ -194,13 +207,15 @@ async def play_conversation(
     return summary
 
 
-async def _first_of(*events: asyncio.Event) -> None:
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+async def _first_of(*awaitables: Awaitable[object]) -> None:
+    """Until one is done; the others are cancelled unless they were already tasks."""
+    waiters = [asyncio.ensure_future(a) for a in awaitables]
     try:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for waiter in waiters:
-            waiter.cancel()
+        for waiter, awaitable in zip(waiters, awaitables, strict=True):
+            if waiter is not awaitable:
+                waiter.cancel()
 
 
 def _write_conversation(path: Path, user: np.ndarray, agent_path: Path) -> None:

@@ -6,7 +6,6 @@ barge-in back for an echo-canceller warm-up; here each of them is set, so a sess
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -19,7 +18,9 @@ from tools.devices import DeviceGateway
 from tools.mqtt import MqttBridge, MqttSettings
 from tools.services import AgentServices
 
+from .context import ContextOptions
 from .llm import TransformersLLM, TransformersLLMOptions
+from .models import off_the_loop
 from .phi4mm.engine import Phi4MMOptions
 from .phi4mm.realtime import Phi4MMRealtimeModel
 from .profile import Profile, ProfileError
@@ -104,7 +105,7 @@ async def _require_room_to_talk(
         profile.phi4mm.max_new_tokens if profile.engine == "phi4mm" else profile.lite.max_new_tokens
     )
     window = model.context_window
-    used = await asyncio.to_thread(model.prompt_tokens, instructions, tools)
+    used = await off_the_loop(lambda: model.prompt_tokens(instructions, tools))
     if used + reply > window:
         raise ProfileError(
             f"profile {profile.name!r}: the prompt and tools are {used:,} tokens, and the "
@@ -125,12 +126,20 @@ async def _lite(
             max_new_tokens=lite.max_new_tokens,
             temperature=lite.temperature,
             repetition_penalty=lite.repetition_penalty,
+            context=ContextOptions(**profile.context.model_dump()),
         )
     )
+    await off_the_loop(stt.locate)
+    await off_the_loop(model.locate)
     logger.info("loading speech recognizer: %s", stt.model)
-    await asyncio.to_thread(stt.load)
+    await off_the_loop(stt.load)
     logger.info("loading language model: %s", model.model)
-    await asyncio.to_thread(model.load)
+    await off_the_loop(model.load)
+    if profile.context.max_tokens > (own := model.runtime.context_window):
+        raise ProfileError(
+            f"profile {profile.name!r}: context.max_tokens {profile.context.max_tokens:,} is "
+            f"more than {model.model} reads ({own:,} tokens)"
+        )
     await _require_room_to_talk(profile, model, instructions, tools)
     await model.warm(instructions, tools)
     return {"stt": stt, "llm": model}
@@ -138,10 +147,16 @@ async def _lite(
 
 async def _phi4mm(profile: Profile) -> Phi4MMRealtimeModel:
     """Phi-4-multimodal hears the audio itself: no separate recognizer."""
+    if profile.context.max_tokens:
+        raise ProfileError(
+            "a context window of your own (context.max_tokens, --max-context) is for the lite "
+            "engine so far; Phi-4-multimodal uses its whole 128K window"
+        )
     model = Phi4MMRealtimeModel(
         Phi4MMOptions(**profile.phi4mm.model_dump()),
         segmenter=WebRTCVADOptions(**profile.vad.model_dump()),
     )
+    await off_the_loop(model.locate)
     logger.info("loading Phi-4-multimodal: %s", profile.phi4mm.model)
-    await asyncio.to_thread(model.load)
+    await off_the_loop(model.load)
     return model

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from faster_whisper import WhisperModel
@@ -17,7 +16,7 @@ from livekit.agents.utils.audio import merge_frames
 
 from audio.pcm import frames_to_mono
 
-from .models import ModelNotFoundError, bundled_whisper_dir
+from .models import ModelNotFoundError, bundled_whisper_dir, local_model
 
 WHISPER_SAMPLE_RATE = 16000
 
@@ -48,16 +47,16 @@ class FasterWhisperSTT(stt.STT):
     def provider(self) -> str:
         return "faster-whisper"
 
+    def locate(self) -> str:
+        """Where the weights are; fails now, with the path, if they are not on this machine."""
+        source = self._opts.model or str(bundled_whisper_dir())
+        return local_model(source, "model.bin", "faster-whisper model")
+
     def load(self) -> None:
         """Load the weights now (blocking), so the first turn is not the one that waits."""
         if self._model is not None:
             return
-        source = self._opts.model or str(bundled_whisper_dir())
-        if Path(source).exists():
-            if not Path(source, "model.bin").is_file():
-                raise ModelNotFoundError(
-                    f"{source}: not a faster-whisper model folder (no model.bin)"
-                )
+        source = self.locate()
         try:
             self._model = WhisperModel(
                 source,

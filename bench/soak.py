@@ -1,12 +1,16 @@
 """One long kiosk conversation with MQTT traffic, and the agent's memory along it.
 
-    .venv/bin/python bench/soak.py [--minutes 60] [--speed 4] [--warmup 10] [--json PATH]
+    .venv/bin/python bench/soak.py [--minutes 60] [--speed 4] [--warmup 10]
+                                   [--max-context 3072] [--json PATH]
 
 Builds a spoken conversation of ``--minutes`` (real speech from shared/audio and the demo's
 questions, each followed by room for the answer), plays it through ``voice-agent run-file
 --profile kiosk`` on a real Mosquitto broker at ``--speed`` while a dashboard sends a ``say``
 and a bad command every minute and reads every event, and samples the agent's RSS every minute
 of the conversation. The drift is the least-squares slope of RSS after the warm-up, per hour.
+
+The conversation's window is made small (``--max-context``) so that it fills, and trims, within
+the warm-up: what grows after that is a leak, not the history the agent is meant to keep.
 """
 
 from __future__ import annotations
@@ -85,7 +89,7 @@ async def dashboard(broker: Broker, base: str, seen: list[str], period_s: float)
             await asyncio.gather(reader, return_exceptions=True)
 
 
-async def soak(minutes: float, speed: float, warmup: float) -> dict[str, object]:
+async def soak(minutes: float, speed: float, warmup: float, max_context: int) -> dict[str, object]:
     audio, turns = conversation(minutes, speed)
     folder = Path(tempfile.mkdtemp(prefix="soak-"))
     broker = Broker(folder)
@@ -96,7 +100,7 @@ async def soak(minutes: float, speed: float, warmup: float) -> dict[str, object]
         agent = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "agent.cli", "run-file", str(folder / "talk.wav"),
             "--out", str(folder / "out"), "-q", "--speed", str(speed), "--profile", "kiosk",
-            "--mqtt", broker.url, "--device-id", "soak",
+            "--mqtt", broker.url, "--device-id", "soak", "--max-context", str(max_context),
             cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         seen: list[str] = []
@@ -132,6 +136,7 @@ async def soak(minutes: float, speed: float, warmup: float) -> dict[str, object]
     return {
         "minutes": minutes,
         "speed": speed,
+        "max_context": max_context,
         "user_turns_played": turns,
         "counts": counts,
         "mqtt_events_seen": len(seen),
@@ -148,9 +153,10 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=60)
     parser.add_argument("--speed", type=float, default=4)
     parser.add_argument("--warmup", type=float, default=10, help="minutes left out of the drift")
+    parser.add_argument("--max-context", type=int, default=3072, help="the window, in tokens")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    report = asyncio.run(soak(args.minutes, args.speed, args.warmup))
+    report = asyncio.run(soak(args.minutes, args.speed, args.warmup, args.max_context))
     print(
         f"{report['counts']} — {report['mqtt_events_seen']} MQTT events read; "
         f"RSS after warm-up {report['rss_after_warmup_mb']} MB; "

@@ -52,6 +52,14 @@ CASES = {
         for value in ("0", "-1", "nan", "inf", "-inf", "1e9", "100", "fast")
     },
     "no-command": ([], "the following arguments are required"),
+    "lite-model-missing": (
+        ["run-file", str(DEMO), "--out", "{d}/out", "--model", "{d}/no-model"],
+        "no-model: no such model folder",
+    ),
+    "phi4mm-model-missing": (
+        ["run-file", str(DEMO), "--out", "{d}/out", "--engine", "phi4mm", "--model", "/nowhere"],
+        "/nowhere: no such model folder",
+    ),
 }
 
 

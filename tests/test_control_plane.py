@@ -132,3 +132,16 @@ async def test_a_kiosk_session_obeys_early_commands_and_accounts_for_every_say(b
     assert sum(e.get("count", 0) for e in logged if e["type"] == "error") == sum(
         e["count"] for e in errors
     ), "the run's own event log has the same refusals"
+
+
+async def test_a_clean_exit_while_the_broker_was_away_still_leaves_the_status_offline(broker):
+    """A clean exit drops the last will, so the bridge says offline itself — with a short
+    visit when its own connection was down at that moment."""
+    bridge = await connected_bridge(broker)
+    broker.stop()
+    while bridge.connected.is_set():
+        await asyncio.sleep(0.05)
+    broker.start()  # back, but the bridge is still waiting to reconnect
+    await bridge.aclose()
+    async with Observer(broker, f"{BASE}/status") as observer:
+        await observer.wait_for(lambda m: m == (f"{BASE}/status", "offline", True), timeout=10)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -14,7 +16,7 @@ import pytest
 import soundfile as sf
 
 from audio import load_audio
-from tests.conftest import DEMO
+from tests.conftest import DEMO, REPO
 from tests.mqtt_helpers import BASE, Observer, run_file
 
 
@@ -48,3 +50,20 @@ async def test_a_signal_mid_reply_stops_within_5_s_and_keeps_the_recording(broke
     assert np.abs(agent_track).max() > 1000, "the reply that was cut off is in the recording"
     user = load_audio(DEMO, rate)
     assert np.abs(stereo[:, 0].astype(np.int32) - user[: len(stereo)]).max() <= 4
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_signal_while_the_models_load_stops_at_once(tmp_path, sig):
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "run-file", str(DEMO), "--out", str(tmp_path)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert agent.stderr is not None
+    assert "loading" in agent.stderr.readline()
+    asked = time.monotonic()
+    agent.send_signal(sig)
+    _, stderr = agent.communicate(timeout=60)
+    assert time.monotonic() - asked < 5, "no waiting for the weights to finish loading"
+    assert agent.returncode == 128 + sig
+    assert f"stopped by {sig.name} before the conversation began" in stderr
+    assert "Traceback" not in stderr

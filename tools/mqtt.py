@@ -267,7 +267,8 @@ class MqttBridge(rtc.EventEmitter[Literal["error"]]):
         try:
             command = parse_command(name, payload)
         except CommandRefused as e:
-            self.refuse(name[:40], str(e), preview(payload))
+            shown_name = name[:40].encode("unicode_escape").decode()  # a topic may hold "\n"
+            self.refuse(shown_name, str(e), preview(payload))
             return
         try:
             self._inbox.put_nowait(command)

@@ -27,6 +27,7 @@ from PIL import Image
 from audio.segmenter import SegmenterOptions
 
 from ..tool_calls import relay_reply
+from .checkpoint import resolve_checkpoint
 from .engine import Adapter, Media, Phi4MMEngine, Phi4MMOptions, PromptPart
 from .prompt import card_tools, render
 from .turn_audio import MODEL_SAMPLE_RATE, TurnAudio
@@ -85,6 +86,10 @@ class Phi4MMRealtimeModel(llm.RealtimeModel):
     @property
     def provider(self) -> str:
         return "transformers"
+
+    def locate(self) -> None:
+        """Fail now, naming what is missing, if the weights are not on this machine."""
+        resolve_checkpoint(self.engine.options.model, self.engine.options.revision)
 
     def load(self) -> None:
         """Load the weights now (blocking), so the first turn is not the one that waits."""

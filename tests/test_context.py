@@ -1,0 +1,121 @@
+"""The context window keeps a long conversation within its token budget: trimmed rarely, in one
+step, oldest exchanges first, instructions never, a tool call never without its result."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import pytest
+from livekit.agents import llm
+
+from agent.context import ContextOptions, ContextWindow
+from agent.llm import TransformersLLM, TransformersLLMOptions
+from tests.conftest import DEMO, voice_agent
+
+WINDOW, RESERVE = 2000, 50
+
+
+def tokens(items: Sequence[llm.ChatItem]) -> int:
+    """A stand-in for a tokenizer in the policy's own tests: 4 per item plus a word each."""
+    total = 0
+    for item in items:
+        text = item.text_content if isinstance(item, llm.ChatMessage) else str(item)
+        total += 4 + len((text or "").split())
+    return total
+
+
+def conversation(turns: int) -> list[llm.ChatItem]:
+    """Instructions, then user turns answered by a reply or by a tool call, its result and a
+    reply; a late developer message too."""
+    ctx = llm.ChatContext()
+    ctx.add_message(role="system", content="You are a kiosk. " * 20)
+    for n in range(turns):
+        ctx.add_message(role="user", content=f"question {n} " + "word " * (n % 7 * 5))
+        if n % 3 == 0:
+            ctx.items.append(llm.FunctionCall(call_id=f"c{n}", name="get_time", arguments="{}"))
+            ctx.items.append(
+                llm.FunctionCallOutput(
+                    call_id=f"c{n}", name="get_time", output="noon", is_error=False
+                )
+            )
+        ctx.add_message(role="assistant", content=f"answer {n} " + "word " * 12)
+        if n == 40:
+            ctx.add_message(role="developer", content="Answer in German from now on.")
+    return list(ctx.items)
+
+
+def test_hundreds_of_turns_stay_in_the_budget_trimmed_rarely_and_in_order():
+    window = ContextWindow(ContextOptions(trigger=0.8, target=0.5), WINDOW, RESERVE)
+    everything = conversation(400)
+    users = [i for i, item in enumerate(everything) if getattr(item, "role", "") == "user"]
+    trims = []
+    for turn, end in enumerate(users[1:] + [len(everything)]):
+        items = window.kept(everything[:end])
+        if window.needs_trim(tokens(items)):
+            items, trim = window.trim(items, tokens)
+            trims.append((turn, trim))
+            assert trim.after + RESERVE <= 0.5 * WINDOW < trim.before + RESERVE
+        assert tokens(items) + RESERVE <= 0.8 * WINDOW, (
+            "never past the trigger, let alone the window"
+        )
+        pinned = [i for i in everything[:end] if getattr(i, "role", "") in ("system", "developer")]
+        assert [i for i in items if i in pinned] == pinned, "instructions are never trimmed"
+        conversational = [i for i in items if i not in pinned]
+        assert conversational[0].role == "user", "what is kept starts at a user turn"
+        calls = {i.call_id for i in items if isinstance(i, llm.FunctionCall)}
+        results = {i.call_id for i in items if isinstance(i, llm.FunctionCallOutput)}
+        assert calls == results, "a tool call and its result stay or leave together"
+        assert items[-1] is everything[end - 1], "the newest turn is always there"
+    assert 10 <= len(trims) <= 40, trims
+    gaps = [b[0] - a[0] for a, b in zip(trims, trims[1:], strict=False)]
+    assert min(gaps) >= 5, "one trim buys many turns"
+
+
+def test_a_turn_larger_than_the_target_is_kept_alone():
+    window = ContextWindow(ContextOptions(), 200, RESERVE)
+    ctx = llm.ChatContext()
+    ctx.add_message(role="system", content="Be brief.")
+    ctx.add_message(role="user", content="hello")
+    ctx.add_message(role="user", content="word " * 90)
+    items, trim = window.trim(list(ctx.items), tokens)
+    assert [getattr(i, "role", "") for i in items] == ["system", "user"] and trim.turns == 1
+
+
+def test_bad_shares_are_refused():
+    with pytest.raises(ValueError, match="target < trigger"):
+        ContextOptions(trigger=0.5, target=0.6)
+
+
+async def test_the_lite_engine_trims_with_its_own_tokenizer():
+    model = TransformersLLM(TransformersLLMOptions(context=ContextOptions(max_tokens=512)))
+    model.load()
+    ctx = llm.ChatContext()
+    ctx.add_message(role="system", content="You are a helpful voice assistant.")
+    trimmed = []
+    for n in range(30):
+        ctx.add_message(role="user", content=f"Tell me fact number {n} about the sea.")
+        ids, trim = model.prepare(ctx, [])
+        trimmed += [trim] if trim else []
+        assert len(ids) + model.options.max_new_tokens <= 0.8 * 512
+        ctx.add_message(role="assistant", content=f"Fact {n}: the sea is salty and very deep.")
+    assert trimmed and all(t.after < t.before for t in trimmed)
+    assert model.runtime.decode(ids).startswith("system\nYou are a helpful voice assistant.")
+
+
+def test_a_run_with_a_small_window_trims_and_keeps_answering(tmp_path):
+    result = voice_agent(
+        "run-file", str(DEMO), "--out", str(tmp_path), "-q", "--max-context", "400"
+    )
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    kinds = [e["type"] for e in events]
+    assert "context_trimmed" in kinds
+    replies = [e for e in events if e["type"] == "agent_reply"]
+    assert len(replies) == 3 and all(r["text"] for r in replies), "every question answered"
+    assert kinds.index("context_trimmed") < max(
+        i for i, k in enumerate(kinds) if k == "agent_reply"
+    )
+    assert all(r["context_tokens"] <= 400 for r in replies)
+    trim = next(e for e in events if e["type"] == "context_trimmed")
+    assert trim["after"] < trim["before"] and trim["turns"] >= 1
