@@ -98,10 +98,7 @@ class SessionControl:
             session.on("conversation_item_added", lambda e: self._item(bridge, e))
             session.on("function_tools_executed", lambda e: self._tools(bridge, e))
             if isinstance(session.llm, ContextMeter) and isinstance(session.llm, llm.LLM):
-                session.llm.on(
-                    "context_trimmed",
-                    lambda t: bridge.publish_event("context_trimmed", **asdict(t)),
-                )
+                session.llm.on("context_trimmed", lambda trim: self._trimmed(bridge, trim))
 
     def start(self) -> None:
         """Begin obeying and speaking; the session must be running (commands that came

@@ -54,6 +54,11 @@ def cache_dir() -> Path:
     return Path(base) / "voice-agent"
 
 
+def is_path(source: str) -> bool:
+    """A folder's path rather than a hub id (``owner/name``) or a library's model name."""
+    return Path(source).is_absolute() or source.startswith(".") or source.count("/") > 1
+
+
 def local_model(source: str, marker: str, kind: str) -> str:
     """``source`` if it can be loaded offline: a folder holding ``marker``, or a name the
     library finds in its own cache; a path that is not there is named at once, before any
@@ -62,7 +67,7 @@ def local_model(source: str, marker: str, kind: str) -> str:
     if folder.exists():
         if not (folder / marker).is_file():
             raise ModelNotFoundError(f"{source}: not a {kind} folder (no {marker})")
-    elif folder.is_absolute() or source.startswith(".") or source.count("/") > 1:
+    elif is_path(source):
         raise ModelNotFoundError(f"{source}: no such model folder")
     return source
 

@@ -181,23 +181,22 @@ class MqttBridge(rtc.EventEmitter[Literal["error"]]):
             await asyncio.wait_for(self._outbox_empty.wait(), drain_s)
         except TimeoutError:
             logger.warning("MQTT: %d events not delivered before exit", len(self._outbox))
-        connected = self._client is not None
-        if connected:
-            await self._say_offline(self._client)
+        client = self._client
+        if client is not None:
+            await self._say_offline(client)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if not connected:  # a clean exit drops the last will: say it with a short visit
+        if client is None:  # a clean exit drops the last will: say it with a short visit
             try:
                 async with self._connect(timeout=2) as client:
                     await self._say_offline(client)
             except aiomqtt.MqttError as e:
                 logger.warning("MQTT: could not mark %s offline (%s)", self.settings.base, e)
 
-    async def _say_offline(self, client: aiomqtt.Client | None) -> None:
-        if client is not None:
-            with contextlib.suppress(aiomqtt.MqttError):
-                await client.publish(self.topic("status"), "offline", qos=1, retain=True)
+    async def _say_offline(self, client: aiomqtt.Client) -> None:
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.publish(self.topic("status"), "offline", qos=1, retain=True)
 
     async def _run(self) -> None:
         delay = BACKOFF_S[0]
@@ -257,11 +256,12 @@ class MqttBridge(rtc.EventEmitter[Literal["error"]]):
         async for message in client.messages:
             topic = str(message.topic)
             payload = message.payload
-            raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
+            text_payload = not isinstance(payload, bytes | bytearray)
+            raw = str(payload).encode() if text_payload else bytes(payload)
             if topic in self._waiting and not self._waiting[topic].done():
-                self._waiting[topic].set_result(bytes(raw).decode("utf-8", "replace"))
+                self._waiting[topic].set_result(raw.decode("utf-8", "replace"))
             elif topic.startswith(commands):
-                self._take(topic[len(commands) :], bytes(raw))
+                self._take(topic[len(commands) :], raw)
 
     def _take(self, name: str, payload: bytes) -> None:
         try:

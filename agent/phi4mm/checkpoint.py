@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..models import ModelNotFoundError
+from ..models import ModelNotFoundError, is_path
 
 logger = logging.getLogger("voice_agent")
 
@@ -47,7 +47,7 @@ def resolve_checkpoint(model: str, revision: str) -> Path:
     """The local folder holding ``model`` (a folder, or a hub id already in the cache)."""
     folder = Path(model)
     if not folder.is_dir():
-        if folder.is_absolute() or model.startswith("."):
+        if is_path(model):
             raise WeightsNotFoundError(f"{model}: no such model folder")
         from huggingface_hub import constants, snapshot_download
         from huggingface_hub.errors import LocalEntryNotFoundError
