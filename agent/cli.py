@@ -16,9 +16,10 @@ from typing import NoReturn
 from audio import AudioDecodeError
 from tools.mqtt import MqttConfigError
 
+from .engines import ENGINES
+from .engines.phi4mm.checkpoint import DEFAULT_MODEL, DEFAULT_REVISION
 from .models import ModelNotFoundError
-from .phi4mm.checkpoint import DEFAULT_MODEL, DEFAULT_REVISION
-from .profile import ENGINES, Profile, ProfileError, load_profile
+from .profile import Profile, ProfileError, load_profile
 
 EXIT_USAGE = 2
 SPEED_RANGE = (0.1, 10.0)
@@ -75,12 +76,7 @@ def _profile(args: argparse.Namespace) -> Profile:
         context = profile.context.model_copy(update={"max_tokens": args.max_context})
         profile = profile.model_copy(update={"context": context})
     if args.model:
-        if profile.engine == "phi4mm":
-            settings = profile.phi4mm.model_copy(update={"model": args.model})
-            profile = profile.model_copy(update={"phi4mm": settings})
-        else:
-            lite = profile.lite.model_copy(update={"llm_model": args.model})
-            profile = profile.model_copy(update={"lite": lite})
+        profile = profile.with_model(args.model)
     return profile
 
 
@@ -104,7 +100,7 @@ def _number_in(
 
 
 def _run_file(args: argparse.Namespace) -> int:
-    from .run_file import OutputDirError, StoppedBeforeStart, run_file
+    from .transports.file import OutputDirError, StoppedBeforeStart, run_file
 
     profile = _profile(args)
     try:
@@ -134,7 +130,7 @@ def _run_file(args: argparse.Namespace) -> int:
 
 
 def _console(args: argparse.Namespace) -> int:
-    from .console import NoAudioDeviceError, run_console
+    from .transports.console import NoAudioDeviceError, run_console
 
     profile = _profile(args)
     try:
@@ -145,7 +141,7 @@ def _console(args: argparse.Namespace) -> int:
 
 
 def _download_model(args: argparse.Namespace) -> int:
-    from .phi4mm.checkpoint import download_model
+    from .engines.phi4mm.checkpoint import download_model
 
     print(f"downloading {args.model} at revision {args.revision} (about 13 GB)…", flush=True)
     try:

@@ -26,7 +26,7 @@ from tools.services import AgentServices
 from .context import Trim
 from .events import ContextMeter, tool_calls
 from .profile import Profile
-from .session import bridge_for, build_session
+from .session import SessionFactory, bridge_for
 
 logger = logging.getLogger("voice_agent")
 
@@ -36,9 +36,8 @@ Origin = Literal["mqtt", "timer"]
 
 
 class ControlledSession:
-    """A profile's session with its surroundings: timers that speak and, when the profile has
-    MQTT on, the bridge. run-file and console both start it this way and close it with
-    ``aclose``."""
+    """A session with its surroundings: timers that speak and, when the profile has MQTT on,
+    the bridge. Every transport opens it this way and closes it with ``aclose``."""
 
     def __init__(
         self,
@@ -46,31 +45,52 @@ class ControlledSession:
         agent: Agent,
         control: SessionControl,
         bridge: MqttBridge | None,
+        *,
+        factory: SessionFactory | None = None,
     ) -> None:
         self.session = session
         self.agent = agent
         self.control = control
         self.bridge = bridge
+        self._own_factory = factory
 
     @classmethod
     async def start(cls, profile: Profile) -> ControlledSession:
+        """The one conversation of this process: its models are loaded for it alone."""
         bridge = bridge_for(profile)
         if bridge is not None:
             await bridge.start()
         try:
-            session, agent = await build_session(profile, bridge=bridge)
+            factory = await SessionFactory.load(profile)
         except BaseException:
             if bridge is not None:
                 await bridge.aclose()
             raise
+        return cls.open(factory, bridge, owns_factory=True)
+
+    @classmethod
+    def open(
+        cls, factory: SessionFactory, bridge: MqttBridge | None, *, owns_factory: bool = False
+    ) -> ControlledSession:
+        """A new conversation over ``factory``'s models; ``bridge`` must already be started."""
+        session, agent = factory.session(bridge=bridge)
         control = SessionControl(session, agent, bridge)
-        return cls(session, agent, control, bridge)
+        return cls(session, agent, control, bridge, factory=factory if owns_factory else None)
 
     async def aclose(self, *, drain_s: float = 3.0) -> None:
         await self.control.aclose()
         await self.session.userdata.timers.aclose()
         if self.bridge is not None:
             await self.bridge.aclose(drain_s=drain_s)
+        await _release(self.session.llm)
+        if self._own_factory is not None:
+            await self._own_factory.aclose()
+
+
+async def _release(model: object) -> None:
+    """A realtime model keeps the conversation's caches until it is closed."""
+    if isinstance(model, llm.RealtimeModel):
+        await model.aclose()
 
 
 class SessionControl:

@@ -7,12 +7,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from prompts import load_prompt, read_prompt_file
 
-ENGINES = ("lite", "phi4mm")
-Engine = Literal["lite", "phi4mm"]
+from .engines import ENGINES
 
 
 class ProfileError(ValueError):
@@ -100,7 +99,8 @@ class Profile(_Section):
     """A built-in prompt's name or the prompt's own text."""
     prompt_file: str = ""
     """A UTF-8 text file holding the prompt (relative to the profile's folder)."""
-    engine: Engine = "lite"
+    engine: str = "lite"
+    """A name from the engine registry; its settings are the section of the same name."""
     tools: list[str] = []
     vad: VADSettings = VADSettings()
     endpointing: EndpointingSettings = EndpointingSettings()
@@ -112,6 +112,24 @@ class Profile(_Section):
     mqtt: MqttSection = MqttSection()
     devices: dict[str, str] = {}
     """Device name → MQTT topic: the only devices the device tools may touch."""
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, engine: str) -> str:
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
+        return engine
+
+    @property
+    def engine_settings(self) -> LiteEngineSettings | Phi4MMSettings:
+        settings: LiteEngineSettings | Phi4MMSettings = getattr(self, self.engine)
+        return settings
+
+    def with_model(self, model: str) -> Profile:
+        """This profile with its engine's model replaced (``--model``)."""
+        field = ENGINES[self.engine].model_setting
+        settings = self.engine_settings.model_copy(update={field: model})
+        return self.model_copy(update={self.engine: settings})
 
     @model_validator(mode="after")
     def _one_prompt(self) -> Profile:

@@ -115,7 +115,7 @@ def medians(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def bench_cpu(turns: int) -> dict[str, Any]:
-    from agent.phi4mm.engine import Phi4MMEngine, Phi4MMOptions
+    from agent.engines.phi4mm.engine import Phi4MMEngine, Phi4MMOptions
     from tests.tiny_phi4mm import build_tiny_phi4mm
 
     with tempfile.TemporaryDirectory() as folder:

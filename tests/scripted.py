@@ -15,10 +15,10 @@ import numpy as np
 from livekit.agents import Agent, llm
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 
-from agent.control import ControlledSession, SessionControl
+from agent.control import ControlledSession
 from agent.profile import load_profile
-from agent.run_file import SAMPLE_RATE, play_conversation
-from agent.session import build_session
+from agent.session import SessionFactory
+from agent.transports.file import SAMPLE_RATE, play_conversation
 from audio import Pyttsx3Options, Pyttsx3TTS
 from audio.pcm import resample
 
@@ -68,10 +68,9 @@ async def converse(
     tmp_path: Path, samples: np.ndarray, model: llm.LLM, tools: list, profile: str = "desktop"
 ) -> list[dict[str, Any]]:
     """Plays ``samples`` into a real session whose agent thinks with ``model``; the events."""
-    session, real_agent = await build_session(load_profile(profile))
-    controlled = ControlledSession(
-        session, real_agent, SessionControl(session, real_agent, None), None
-    )
+    factory = await SessionFactory.load(load_profile(profile))
+    controlled = ControlledSession.open(factory, None, owns_factory=True)
+    real_agent = controlled.agent
     agent = Agent(instructions=real_agent.instructions, tools=tools, llm=model)
     await play_conversation(
         controlled, agent, samples, tmp_path, speed=1.0, settle_s=2.0, echo=False, source="spoken"

@@ -10,7 +10,7 @@ import pytest
 from livekit.agents import llm
 
 from agent.context import ContextOptions, ContextWindow
-from agent.llm import TransformersLLM, TransformersLLMOptions
+from agent.engines.lite.llm import TransformersLLM, TransformersLLMOptions
 from tests.conftest import DEMO, voice_agent
 
 WINDOW, RESERVE = 2000, 50

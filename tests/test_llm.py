@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from livekit.agents import llm
 
-from agent.llm import TransformersLLM, TransformersLLMOptions
+from agent.engines.lite.llm import TransformersLLM, TransformersLLMOptions
 from agent.models import ModelNotFoundError
 from agent.tool_calls import FALLBACK_REPLY
 from tools import get_time

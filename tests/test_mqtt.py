@@ -183,9 +183,10 @@ def test_bad_broker_addresses_exit_2_without_showing_credentials(url, message, t
 async def test_the_language_command_switches_voice_and_reply_language():
     from agent.control import SessionControl
     from agent.profile import load_profile
-    from agent.session import build_session
+    from agent.session import SessionFactory
 
-    session, agent = await build_session(load_profile("desktop"))
+    factory = await SessionFactory.load(load_profile("desktop"))
+    session, agent = factory.session()
     control = SessionControl(session, agent, None)
     english = await session.tts.voice()  # type: ignore[union-attr]
     await control.command(Command("language", "de"))

@@ -10,14 +10,14 @@ import pytest
 import torch
 from huggingface_hub import constants
 
-from agent.phi4mm.checkpoint import (
+from agent.engines.phi4mm.checkpoint import (
     WeightsNotFoundError,
     load_checkpoint,
     pick_attention,
     pick_device,
     resolve_checkpoint,
 )
-from agent.phi4mm.engine import Media, Phi4MMEngine, Phi4MMOptions, PromptPart
+from agent.engines.phi4mm.engine import Media, Phi4MMEngine, Phi4MMOptions, PromptPart
 from audio import load_audio
 from tests.conftest import SHARED_AUDIO
 

@@ -7,8 +7,8 @@ import numpy as np
 from livekit.agents import function_tool, llm
 from PIL import Image
 
-from agent.phi4mm.engine import ASR_PROMPT, Media
-from agent.phi4mm.prompt import card_tools, prompt_text, render
+from agent.engines.phi4mm.engine import ASR_PROMPT, Media
+from agent.engines.phi4mm.prompt import card_tools, prompt_text, render
 
 CARD_CHAT = (
     "<|system|>You are a helpful assistant.<|end|><|user|>How to explain Internet for a medieval "

@@ -13,9 +13,9 @@ import pytest
 from livekit.agents import llm
 from PIL import Image
 
-from agent.phi4mm.engine import Adapter, Media, Phi4MMEngine, PromptPart
-from agent.phi4mm.realtime import Phi4MMRealtimeModel, adapter_for
-from agent.phi4mm.turn_audio import ENCODER_WINDOW_S, TurnAudio
+from agent.engines.phi4mm.engine import Adapter, Media, Phi4MMEngine, PromptPart
+from agent.engines.phi4mm.realtime import Phi4MMRealtimeModel, adapter_for
+from agent.engines.phi4mm.turn_audio import ENCODER_WINDOW_S, TurnAudio
 from agent.tool_calls import FALLBACK_REPLY
 from audio import load_audio
 from audio.pcm import samples_to_frame

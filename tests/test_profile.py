@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent.profile import ProfileError, load_profile
-from agent.session import build_session
+from agent.session import SessionFactory
 from prompts import PromptError, load_prompt
 
 
@@ -95,4 +95,4 @@ async def test_a_prompt_larger_than_the_model_reads_is_refused_before_it_is_read
     (tmp_path / "big.txt").write_text(words)
     (tmp_path / "big.toml").write_text('name = "big"\nprompt_file = "big.txt"\n')
     with pytest.raises(ProfileError, match=r"the prompt and tools are [\d,]+ tokens.*8,192"):
-        await build_session(load_profile(str(tmp_path / "big.toml")))
+        await SessionFactory.load(load_profile(str(tmp_path / "big.toml")))

@@ -8,8 +8,8 @@ import jiwer
 import pytest
 from livekit.agents.stt import SpeechEventType
 
+from agent.engines.lite.stt import FasterWhisperOptions, FasterWhisperSTT
 from agent.models import ModelNotFoundError
-from agent.stt import FasterWhisperOptions, FasterWhisperSTT
 from audio import load_audio
 from audio.pcm import samples_to_frame
 from tests.conftest import SHARED_AUDIO

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from transformers import DynamicCache
 
-from ..generation import GenerationStats, common_prefix, streaming_kwargs
+from ...generation import GenerationStats, common_prefix, streaming_kwargs
 from .checkpoint import (
     DEFAULT_MODEL,
     DEFAULT_REVISION,
@@ -107,6 +107,11 @@ class Phi4MMEngine:
     def original_context(self) -> int:
         config = self.loaded.model.config
         return int(config.rope_parameters["original_max_position_embeddings"])
+
+    def forget(self, thread: str) -> None:
+        """Free a finished conversation's caches."""
+        for slot in [slot for slot in self._conversations if slot[0] == thread]:
+            del self._conversations[slot]
 
     def count_tokens(self, part: PromptPart) -> int:
         return len(self._encode(part).ids)

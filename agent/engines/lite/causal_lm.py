@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import tempfile
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
-from .generation import GenerationStats, common_prefix, streaming_kwargs
-from .models import ModelNotFoundError, bundled_smollm2_gguf, cache_dir, local_model
+from ...generation import GenerationStats, common_prefix, streaming_kwargs
+from ...models import ModelNotFoundError, bundled_smollm2_gguf, cache_dir, local_model
 
 logger = logging.getLogger("voice_agent")
 
 
+@dataclass
+class PrefixCache:
+    """One conversation's KV cache and the token ids it holds: each session has its own."""
+
+    cache: DynamicCache | None = None
+    ids: list[int] = field(default_factory=list)
+
+    def copy(self) -> PrefixCache:
+        return PrefixCache(copy.deepcopy(self.cache), list(self.ids))
+
+
 class CausalLMRuntime:
-    """One model, one cache, used from one thread at a time."""
+    """One model, shared by every conversation, used from one thread at a time."""
 
     def __init__(self, source: str, *, gguf_file: str = "", device: str = "cpu") -> None:
         self._source = source
@@ -28,8 +42,8 @@ class CausalLMRuntime:
         self._device = device
         self._model: Any = None
         self._tokenizer: Any = None
-        self._cache: DynamicCache | None = None
-        self._cached_ids: list[int] = []
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
+        """The one thread that generates, for every conversation in turn."""
 
     @property
     def name(self) -> str:
@@ -112,6 +126,7 @@ class CausalLMRuntime:
     def generate(
         self,
         prompt_ids: list[int],
+        cache: PrefixCache,
         *,
         on_text: Callable[[str], None],
         cancelled: threading.Event,
@@ -120,19 +135,19 @@ class CausalLMRuntime:
         repetition_penalty: float = 1.0,
     ) -> GenerationStats:
         self.load()
-        reuse = min(common_prefix(self._cached_ids, prompt_ids), len(prompt_ids) - 1)
-        if self._cache is None or reuse == 0:
-            self._cache = DynamicCache(config=self._model.config)
+        reuse = min(common_prefix(cache.ids, prompt_ids), len(prompt_ids) - 1)
+        if cache.cache is None or reuse == 0:
+            cache.cache = DynamicCache(config=self._model.config)
             reuse = 0
         else:
-            self._cache.crop(reuse - self._cache.get_seq_length())
+            cache.cache.crop(reuse - cache.cache.get_seq_length())
         input_ids = torch.tensor([prompt_ids], device=self._device)
         try:
             with torch.inference_mode():
                 output = self._model.generate(
                     input_ids=input_ids,
                     attention_mask=torch.ones_like(input_ids),
-                    past_key_values=self._cache,
+                    past_key_values=cache.cache,
                     max_new_tokens=max_new_tokens,
                     repetition_penalty=repetition_penalty,
                     pad_token_id=self._tokenizer.eos_token_id,
@@ -141,10 +156,10 @@ class CausalLMRuntime:
                     ),
                 )
         except BaseException:
-            self._cache, self._cached_ids = None, []
+            cache.cache, cache.ids = None, []
             raise
         sequence = output[0].tolist()
-        self._cached_ids = sequence[: self._cache.get_seq_length()]
+        cache.ids = sequence[: cache.cache.get_seq_length()]
         return GenerationStats(
             prompt_tokens=len(prompt_ids),
             cached_tokens=reuse,

@@ -1,8 +1,9 @@
 """A local Hugging Face causal LM as a LiveKit ``llm.LLM`` plugin (the lite engine's brain).
 
-Generation streams token by token from one worker thread. The KV cache of the previous
-request is kept, and a new request only prefills what differs from it: in a conversation the
-system prompt and the history are shared, so each turn pays for its new tokens only.
+Generation streams token by token from the model's one worker thread. Each session has its
+own plugin (``fork``) over the shared weights, with its own KV cache: the cache of the previous
+request is kept, and a new request only prefills what differs from it, so each turn pays for
+its new tokens only.
 """
 
 from __future__ import annotations
@@ -12,17 +13,16 @@ import json
 import threading
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from livekit.agents import APIConnectOptions, llm
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 
-from .causal_lm import CausalLMRuntime
-from .context import ContextOptions, ContextWindow, Trim
-from .generation import GenerationStats
-from .tool_calls import relay_reply
+from ...context import ContextOptions, ContextWindow, Trim
+from ...generation import GenerationStats
+from ...tool_calls import relay_reply
+from .causal_lm import CausalLMRuntime, PrefixCache
 
 TOOLS_IN_SYSTEM_PROMPT = """
 
@@ -48,13 +48,18 @@ class TransformersLLMOptions:
 
 
 class TransformersLLM(llm.LLM):
-    def __init__(self, options: TransformersLLMOptions | None = None) -> None:
+    def __init__(
+        self,
+        options: TransformersLLMOptions | None = None,
+        *,
+        runtime: CausalLMRuntime | None = None,
+    ) -> None:
         super().__init__()
         self._opts = options or TransformersLLMOptions()
-        self._runtime = CausalLMRuntime(
+        self._runtime = runtime or CausalLMRuntime(
             self._opts.model, gguf_file=self._opts.gguf_file, device=self._opts.device
         )
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
+        self._cache = PrefixCache()
         self._window: ContextWindow | None = None
         self.context_tokens = 0
         """The conversation's size after the latest request: prompt and reply."""
@@ -81,6 +86,13 @@ class TransformersLLM(llm.LLM):
     def load(self) -> None:
         """Load the weights now (blocking), so the first turn is not the one that waits."""
         self._runtime.load()
+
+    def fork(self) -> TransformersLLM:
+        """A plugin for another conversation: the same weights and worker, a copy of this
+        one's cache (the warmed system prompt), nothing else shared."""
+        twin = TransformersLLM(self._opts, runtime=self._runtime)
+        twin._cache = self._cache.copy()
+        return twin
 
     def chat(
         self,
@@ -146,9 +158,10 @@ class TransformersLLM(llm.LLM):
         self, prompt_ids: list[int], on_text: Any, cancelled: threading.Event
     ) -> GenerationStats:
         return await asyncio.get_running_loop().run_in_executor(
-            self._executor,
+            self._runtime.worker,
             lambda: self._runtime.generate(
                 prompt_ids,
+                self._cache,
                 on_text=on_text,
                 cancelled=cancelled,
                 max_new_tokens=self._opts.max_new_tokens,

@@ -26,7 +26,7 @@ from PIL import Image
 
 from audio.segmenter import SegmenterOptions
 
-from ..tool_calls import relay_reply
+from ...tool_calls import relay_reply
 from .checkpoint import resolve_checkpoint
 from .engine import Adapter, Media, Phi4MMEngine, Phi4MMOptions, PromptPart
 from .prompt import card_tools, render
@@ -57,8 +57,16 @@ class ReplyRecord:
 
 
 class Phi4MMRealtimeModel(llm.RealtimeModel):
+    """One conversation's view of the model: its turn and reply records and its KV caches
+    (``thread``) are its own; the weights and the worker thread are shared (``fork``)."""
+
     def __init__(
-        self, options: Phi4MMOptions | None = None, *, segmenter: SegmenterOptions | None = None
+        self,
+        options: Phi4MMOptions | None = None,
+        *,
+        segmenter: SegmenterOptions | None = None,
+        engine: Phi4MMEngine | None = None,
+        worker: ThreadPoolExecutor | None = None,
     ) -> None:
         super().__init__(
             capabilities=llm.RealtimeCapabilities(
@@ -73,11 +81,19 @@ class Phi4MMRealtimeModel(llm.RealtimeModel):
                 mutable_tools=True,
             )
         )
-        self.engine = Phi4MMEngine(options)
+        self.engine = engine or Phi4MMEngine(options)
         self.segmenter = segmenter
+        self.thread = f"chat-{uuid.uuid4().hex[:8]}"
+        """The engine's name for this conversation's caches."""
         self.turns: dict[str, TurnRecord] = {}
         self.replies: dict[str, ReplyRecord] = {}
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phi4mm")
+        self._executor = worker or ThreadPoolExecutor(max_workers=1, thread_name_prefix="phi4mm")
+
+    def fork(self) -> Phi4MMRealtimeModel:
+        """A model for another conversation over the same weights and worker thread."""
+        return Phi4MMRealtimeModel(
+            segmenter=self.segmenter, engine=self.engine, worker=self._executor
+        )
 
     @property
     def model(self) -> str:
@@ -129,8 +145,13 @@ class Phi4MMRealtimeModel(llm.RealtimeModel):
     def session(self, *, turn_detection_disabled: bool = False) -> Phi4MMRealtimeSession:
         return Phi4MMRealtimeSession(self)
 
-    async def aclose(self) -> None:
+    def shutdown(self) -> None:
+        """The process is done with the model: its worker stops."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def aclose(self) -> None:
+        """The conversation is over: its caches go (the weights and the worker stay)."""
+        await self.run(self.engine.forget, self.thread)
 
 
 @dataclass
@@ -314,6 +335,7 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
                 adapter,
                 on_text=on_text,
                 cancelled=generation.cancelled,
+                thread=self._model.thread,
             ),
             lambda text: self._say(generation, text),
             cancelled=generation.cancelled,

@@ -19,9 +19,9 @@ from livekit.agents import Agent, AgentSession
 
 from audio import FileAudioInput, Timeline, TimelineAudioOutput, load_audio
 
-from .control import ControlledSession
-from .events import EventLog
-from .profile import Profile
+from ..control import ControlledSession
+from ..events import EventLog
+from ..profile import Profile
 
 logger = logging.getLogger("voice_agent")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from .profile import Profile
+from ..profile import Profile
 
 
 class NoAudioDeviceError(RuntimeError):

@@ -16,7 +16,7 @@ from livekit.agents.utils.audio import merge_frames
 
 from audio.pcm import frames_to_mono
 
-from .models import ModelNotFoundError, bundled_whisper_dir, local_model
+from ...models import ModelNotFoundError, bundled_whisper_dir, local_model
 
 WHISPER_SAMPLE_RATE = 16000
 
@@ -38,6 +38,12 @@ class FasterWhisperSTT(stt.STT):
         self._opts = options or FasterWhisperOptions()
         self._model: WhisperModel | None = None
         self._lock = asyncio.Lock()
+
+    def fork(self) -> FasterWhisperSTT:
+        """A plugin for another session over the same weights (its metrics are its own)."""
+        twin = FasterWhisperSTT(self._opts)
+        twin._model, twin._lock = self._model, self._lock
+        return twin
 
     @property
     def model(self) -> str:

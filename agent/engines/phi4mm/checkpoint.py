@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..models import ModelNotFoundError, is_path
+from ...models import ModelNotFoundError, is_path
 
 logger = logging.getLogger("voice_agent")
 

@@ -1,0 +1,1 @@
+"""The lite engine: faster-whisper for the ears, a small transformers LM for the answer."""

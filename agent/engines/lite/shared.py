@@ -1,0 +1,60 @@
+"""The lite engine's models, loaded once and shared by every session."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from livekit.agents import llm
+
+from ...context import ContextOptions
+from ...models import off_the_loop
+from ...profile import Profile, ProfileError
+from .. import require_room_to_talk
+from .llm import TransformersLLM, TransformersLLMOptions
+from .stt import FasterWhisperOptions, FasterWhisperSTT
+
+logger = logging.getLogger("voice_agent")
+
+
+class LiteModels:
+    def __init__(self, stt: FasterWhisperSTT, model: TransformersLLM) -> None:
+        self._stt = stt
+        self._llm = model
+
+    def plugins(self) -> dict[str, Any]:
+        return {"stt": self._stt.fork(), "llm": self._llm.fork()}
+
+    async def aclose(self) -> None:
+        self._llm.runtime.worker.shutdown(wait=False, cancel_futures=True)
+
+
+async def load(
+    profile: Profile, instructions: str, tools: list[llm.Tool | llm.Toolset]
+) -> LiteModels:
+    lite = profile.lite
+    stt = FasterWhisperSTT(FasterWhisperOptions(model=lite.stt_model, language=lite.stt_language))
+    model = TransformersLLM(
+        TransformersLLMOptions(
+            model=lite.llm_model,
+            gguf_file=lite.llm_gguf_file,
+            max_new_tokens=lite.max_new_tokens,
+            temperature=lite.temperature,
+            repetition_penalty=lite.repetition_penalty,
+            context=ContextOptions(**profile.context.model_dump()),
+        )
+    )
+    await off_the_loop(stt.locate)
+    await off_the_loop(model.locate)
+    logger.info("loading speech recognizer: %s", stt.model)
+    await off_the_loop(stt.load)
+    logger.info("loading language model: %s", model.model)
+    await off_the_loop(model.load)
+    if profile.context.max_tokens > (own := model.runtime.context_window):
+        raise ProfileError(
+            f"profile {profile.name!r}: context.max_tokens {profile.context.max_tokens:,} is "
+            f"more than {model.model} reads ({own:,} tokens)"
+        )
+    await require_room_to_talk(profile, model, instructions, tools)
+    await model.warm(instructions, tools)
+    return LiteModels(stt, model)

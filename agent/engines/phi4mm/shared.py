@@ -1,0 +1,49 @@
+"""Phi-4-multimodal, loaded once and shared by every session; it hears the audio itself, so
+there is no separate recognizer."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from livekit.agents import llm
+
+from audio import WebRTCVADOptions
+
+from ...models import off_the_loop
+from ...profile import Profile, ProfileError
+from .. import require_room_to_talk
+from .engine import Phi4MMOptions
+from .realtime import Phi4MMRealtimeModel
+
+logger = logging.getLogger("voice_agent")
+
+
+class Phi4MMModels:
+    def __init__(self, model: Phi4MMRealtimeModel) -> None:
+        self._model = model
+
+    def plugins(self) -> dict[str, Any]:
+        return {"llm": self._model.fork()}
+
+    async def aclose(self) -> None:
+        self._model.shutdown()
+
+
+async def load(
+    profile: Profile, instructions: str, tools: list[llm.Tool | llm.Toolset]
+) -> Phi4MMModels:
+    if profile.context.max_tokens:
+        raise ProfileError(
+            "a context window of your own (context.max_tokens, --max-context) is for the lite "
+            "engine so far; Phi-4-multimodal uses its whole 128K window"
+        )
+    model = Phi4MMRealtimeModel(
+        Phi4MMOptions(**profile.phi4mm.model_dump()),
+        segmenter=WebRTCVADOptions(**profile.vad.model_dump()),
+    )
+    await off_the_loop(model.locate)
+    logger.info("loading Phi-4-multimodal: %s", profile.phi4mm.model)
+    await off_the_loop(model.load)
+    await require_room_to_talk(profile, model, instructions, tools)
+    return Phi4MMModels(model)
