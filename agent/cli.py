@@ -11,7 +11,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from audio import AudioDecodeError
 from tools.mqtt import MqttConfigError
@@ -20,6 +20,9 @@ from .engines import ENGINES
 from .engines.phi4mm.checkpoint import DEFAULT_MODEL, DEFAULT_REVISION
 from .models import ModelNotFoundError
 from .profile import Profile, ProfileError, load_profile
+
+if TYPE_CHECKING:
+    from .serve import ServeOptions
 
 EXIT_USAGE = 2
 SPEED_RANGE = (0.1, 10.0)
@@ -100,7 +103,8 @@ def _number_in(
 
 
 def _run_file(args: argparse.Namespace) -> int:
-    from .transports.file import OutputDirError, StoppedBeforeStart, run_file
+    from .signals import StoppedBeforeStart
+    from .transports.file import OutputDirError, run_file
 
     profile = _profile(args)
     try:
@@ -140,6 +144,49 @@ def _console(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import ServeConfigError, ServeOptions
+    from .signals import StoppedBeforeStart
+
+    profile = _profile(args)
+    try:
+        options = ServeOptions(
+            host=args.host,
+            port=args.port,
+            max_sessions=args.max_sessions,
+            log_dir=Path(args.log_dir) if args.log_dir else None,
+            token=args.token or os.environ.get("VOICE_AGENT_TOKEN", ""),
+            tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+            tls_key=Path(args.tls_key) if args.tls_key else None,
+        ).checked()
+        asyncio.run(_serve_until_stopped(profile, options))
+    except ServeConfigError as e:
+        raise UsageError(str(e)) from None
+    except StoppedBeforeStart as e:
+        print(f"voice-agent: {e}", file=sys.stderr, flush=True)
+        os._exit(128 + int(e.received))  # see _run_file
+    return 0
+
+
+async def _serve_until_stopped(profile: Profile, options: ServeOptions) -> None:
+    from .serve import serve
+    from .session import SessionFactory
+    from .signals import StoppedBeforeStart, StopSignals, first_of
+
+    with StopSignals() as stop:
+        loading = asyncio.ensure_future(SessionFactory.load(profile))
+        await first_of(loading, stop.event.wait())
+        if stop.received is not None:
+            loading.cancel()
+            raise StoppedBeforeStart(stop.received)
+        factory = loading.result()
+        try:
+            await serve(factory, options, stop.event)
+        finally:
+            await factory.aclose()
+    print("server stopped", flush=True)
+
+
 def _download_model(args: argparse.Namespace) -> int:
     from .engines.phi4mm.checkpoint import download_model
 
@@ -160,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def with_session_options(p: argparse.ArgumentParser) -> None:
+        """The options of every command that holds conversations."""
         p.add_argument("--profile", default="desktop", help="built-in profile or .toml path")
         p.add_argument("--engine", choices=ENGINES, help="override the profile's engine")
         p.add_argument(
@@ -192,6 +240,28 @@ def build_parser() -> argparse.ArgumentParser:
     console = commands.add_parser("console", help="talk through the microphone and speaker")
     with_session_options(console)
     console.set_defaults(handler=_console)
+
+    serve = commands.add_parser(
+        "serve", help="talk from a browser (WebRTC); many conversations on one model load"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=_number_in(1, 65535, kind=int), default=8080)
+    serve.add_argument(
+        "--max-sessions",
+        type=_number_in(1, 64, kind=int),
+        default=4,
+        help="conversations at once; more are answered 503 (default 4)",
+    )
+    serve.add_argument("--log-dir", help="write each conversation's events.jsonl under here")
+    serve.add_argument(
+        "--token", help="required from clients (default $VOICE_AGENT_TOKEN); needed off loopback"
+    )
+    serve.add_argument(
+        "--tls-cert", help="PEM certificate: serve https (browsers need it off localhost)"
+    )
+    serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    with_session_options(serve)
+    serve.set_defaults(handler=_serve)
 
     download = commands.add_parser(
         "download-model", help="fetch Phi-4-multimodal's weights (needs internet)"

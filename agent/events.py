@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol, TextIO, runtime_checkable
@@ -14,6 +15,7 @@ from livekit.agents.metrics import STTMetrics
 from livekit.agents.voice import io
 from livekit.agents.voice.events import (
     AgentFalseInterruptionEvent,
+    AgentStateChangedEvent,
     ConversationItemAddedEvent,
     ErrorEvent,
     FunctionToolsExecutedEvent,
@@ -62,10 +64,19 @@ class ItemDetails(Protocol):
 
 
 class EventLog:
-    """Writes ``events.jsonl`` and prints each turn as it happens."""
+    """Writes ``events.jsonl`` (when given a path), hands each record to ``on_record`` (a
+    browser's data channel) and prints each turn as it happens."""
 
-    def __init__(self, path: Path, timeline: Timeline, *, echo: TextIO | None = sys.stdout) -> None:
-        self._file = path.open("w", encoding="utf-8")
+    def __init__(
+        self,
+        path: Path | None,
+        timeline: Timeline,
+        *,
+        echo: TextIO | None = sys.stdout,
+        on_record: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self._file = None if path is None else path.open("w", encoding="utf-8")
+        self._on_record = on_record
         self._timeline = timeline
         self._echo = echo
         self._turn_start: float | None = None  # first speech since the last committed turn
@@ -92,6 +103,7 @@ class EventLog:
         if self._meter is not None and isinstance(session.llm, llm.LLM):
             session.llm.on("context_trimmed", self._on_trim)
         speaker.on("playback_started", self._on_playback_started)
+        session.on("agent_state_changed", self._on_agent_state)
         session.on("user_state_changed", self._on_user_state)
         session.on("conversation_item_added", self._on_item)
         session.on("function_tools_executed", self._on_tools)
@@ -101,14 +113,20 @@ class EventLog:
 
     def write(self, kind: str, **fields: Any) -> None:
         record = {"type": kind, "t": round(self._timeline.now(), 3), **fields}
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._file.flush()
+        if self._file is not None:
+            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._file.flush()
+        if self._on_record is not None:
+            self._on_record(record)
         if kind in self.counts:
             self.counts[kind] += 1
 
     def say(self, who: str, text: str) -> None:
         if self._echo is not None:
             print(f"[{self._timeline.now():7.2f}s] {who:>6}: {text}", file=self._echo, flush=True)
+
+    def _on_agent_state(self, event: AgentStateChangedEvent) -> None:
+        self.write("state", agent=event.new_state)
 
     def _on_user_state(self, event: UserStateChangedEvent) -> None:
         # LiveKit backdates these to the VAD's speech boundaries
@@ -229,4 +247,5 @@ class EventLog:
         return record
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()

@@ -16,12 +16,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 from livekit import rtc
-from livekit.agents.utils.audio import AudioByteStream
 from livekit.agents.voice import io
 
-from .pcm import frame_to_mono, samples_to_frame
-
-OUTPUT_FRAME_MS = 20
+from .pcm import samples_to_frame
+from .speaker import FRAME_MS, SpeakerOutput
 
 
 @dataclass(frozen=True)
@@ -125,72 +123,23 @@ class FileAudioInput(io.AudioInput):
         return samples_to_frame(chunk, self._sample_rate)
 
 
-@dataclass
-class _SegmentEnd:
-    pass
-
-
-class TimelineAudioOutput(io.AudioOutput):
+class TimelineAudioOutput(SpeakerOutput):
     """A speaker that writes what it played to ``path`` (mono 16-bit WAV), placed on the
     timeline of the input. It writes as it plays, so a long session holds no audio in memory
     and a stopped one keeps what was said."""
 
     def __init__(self, timeline: Timeline, *, sample_rate: int, path: Path) -> None:
-        super().__init__(
-            label="timeline",
-            capabilities=io.AudioOutputCapabilities(pause=True),
-            sample_rate=sample_rate,
-        )
+        super().__init__("timeline", sample_rate=sample_rate)
         self._timeline = timeline
-        self._rate = sample_rate
-        self._chunker = AudioByteStream(
-            sample_rate, 1, samples_per_channel=sample_rate * OUTPUT_FRAME_MS // 1000
-        )
-        self._queue: asyncio.Queue[rtc.AudioFrame | _SegmentEnd] = asyncio.Queue()
-        self._state_changed = asyncio.Event()
-        self._paused = False
-        self._interrupted = False
-        self._playout: asyncio.Task[None] | None = None
         self._track = sf.SoundFile(path, "w", sample_rate, 1, subtype="PCM_16", format="WAV")
         self._cursor = 0  # where the next frame goes; placements never overlap
         self._written = 0
-        self.voiced_samples = 0
-        """Samples of the agent's speech that are not silent."""
-
-    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
-        await super().capture_frame(frame)
-        if self._playout is None:
-            self._playout = asyncio.create_task(self._play())
-        for chunk in self._chunker.push(frame.data):
-            self._queue.put_nowait(chunk)
-
-    def flush(self) -> None:
-        super().flush()
-        for chunk in self._chunker.flush():
-            self._queue.put_nowait(chunk)
-        self._queue.put_nowait(_SegmentEnd())
-
-    def clear_buffer(self) -> None:
-        self._chunker.clear()
-        if self._pending_playback_count > 0:  # a later segment must not inherit the flag
-            self._interrupted = True
-            self._state_changed.set()
-
-    def pause(self) -> None:
-        super().pause()
-        self._paused = True
-
-    def resume(self) -> None:
-        super().resume()
-        self._paused = False
-        self._state_changed.set()
+        self._due = 0.0  # long past: the first frame starts a fresh run at the present
 
     async def aclose(self, *, min_samples: int = 0) -> int:
         """Stop playing and close the file, padded with silence to ``min_samples``; the
         track's length in samples (longer if the agent spoke past that)."""
-        if self._playout is not None:
-            self._playout.cancel()
-            await asyncio.gather(self._playout, return_exceptions=True)
+        await self.stop()
         if not self._track.closed:
             self._silence_until(min_samples)
             self._track.close()
@@ -198,36 +147,17 @@ class TimelineAudioOutput(io.AudioOutput):
 
     def _silence_until(self, position: int) -> None:
         while self._written < position:
-            gap = min(position - self._written, self._rate)
+            gap = min(position - self._written, self.rate)
             self._track.write(np.zeros(gap, np.int16))
             self._written += gap
 
-    async def _play(self) -> None:
-        played = 0.0
-        due = 0.0  # long past: the first frame starts a fresh run at the present
-        while True:
-            item = await self._queue.get()
-            if isinstance(item, _SegmentEnd):
-                interrupted, self._interrupted = self._interrupted, False
-                self.on_playback_finished(playback_position=played, interrupted=interrupted)
-                played = 0.0
-                continue
-            while self._paused and not self._interrupted:
-                self._state_changed.clear()
-                await self._state_changed.wait()
-            if self._interrupted:
-                continue
-            now = time.monotonic()
-            if now - due > OUTPUT_FRAME_MS / 1000:  # starting, or resuming: play from now
-                due = now
-                self._cursor = max(self._cursor, round(self._timeline.now() * self._rate))
-            if played == 0.0:
-                self.on_playback_started(created_at=time.time())
-            samples = frame_to_mono(item)
-            self._silence_until(self._cursor)
-            self._track.write(samples)
-            self._cursor = self._written = self._cursor + len(samples)
-            self.voiced_samples += int(np.count_nonzero(samples))
-            played += item.duration
-            due += self._timeline.wall_delay(item.duration)
-            await asyncio.sleep(due - time.monotonic())
+    async def _emit(self, samples: np.ndarray) -> None:
+        now = time.monotonic()
+        if now - self._due > FRAME_MS / 1000:  # starting, or resuming: play from now
+            self._due = now
+            self._cursor = max(self._cursor, round(self._timeline.now() * self.rate))
+        self._silence_until(self._cursor)
+        self._track.write(samples)
+        self._cursor = self._written = self._cursor + len(samples)
+        self._due += self._timeline.wall_delay(len(samples) / self.rate)
+        await asyncio.sleep(self._due - time.monotonic())

@@ -33,7 +33,7 @@ def run_console(profile: Profile) -> None:
     require_audio_devices()
     from livekit.agents import AgentServer, JobContext, cli
 
-    from .control import ControlledSession
+    from ..control import ControlledSession
 
     server = AgentServer()
 

@@ -8,7 +8,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from audio import FileAudioInput, Timeline, TimelineAudioOutput, load_audio
 from ..control import ControlledSession
 from ..events import EventLog
 from ..profile import Profile
+from ..signals import StoppedBeforeStart, StopSignals, first_of
 
 logger = logging.getLogger("voice_agent")
 
@@ -35,14 +36,6 @@ STOP_DRAIN_S = 1.0
 
 class OutputDirError(ValueError):
     pass
-
-
-class StoppedBeforeStart(Exception):
-    """A stop signal came while the models were loading: nothing was played or written."""
-
-    def __init__(self, received: signal.Signals) -> None:
-        super().__init__(f"stopped by {received.name} before the conversation began")
-        self.received = received
 
 
 @dataclass(frozen=True)
@@ -60,41 +53,6 @@ def prepare_out_dir(path: Path) -> None:
             pass
     except OSError as e:
         raise OutputDirError(f"{path}: cannot write there ({e.strerror or e})") from None
-
-
-class StopSignals:
-    """While entered, SIGINT and SIGTERM end the conversation early rather than the process,
-    so what was said is still written; a second signal acts as usual."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.received: signal.Signals | None = None
-        self.event = asyncio.Event()
-        self._previous: dict[signal.Signals, Any] = {}
-
-    def __enter__(self) -> StopSignals:
-        loop = asyncio.get_running_loop()
-        for sig in self.SIGNALS:
-            self._previous[sig] = signal.getsignal(sig)
-            loop.add_signal_handler(sig, self._on_signal, sig)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._restore()
-
-    def _on_signal(self, sig: signal.Signals) -> None:
-        logger.warning("%s: stopping (a second one ends at once)", sig.name)
-        self.received = sig
-        self.event.set()
-        self._restore()
-
-    def _restore(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig, previous in self._previous.items():
-            loop.remove_signal_handler(sig)
-            signal.signal(sig, previous)
-        self._previous.clear()
 
 
 async def _wait_until_idle(
@@ -125,7 +83,7 @@ async def run_file(
     prepare_out_dir(out_dir)
     with StopSignals() as stop:
         starting = asyncio.ensure_future(ControlledSession.start(profile))
-        await _first_of(starting, stop.event.wait())
+        await first_of(starting, stop.event.wait())
         if stop.received is not None:
             starting.cancel()
             await asyncio.gather(starting, return_exceptions=True)
@@ -179,7 +137,7 @@ async def play_conversation(
     session.on("close", lambda _: closed.set())
     await session.start(agent, record=False)
     controlled.control.start()
-    await _first_of(audio_in.finished.wait(), closed.wait(), stopped.wait())
+    await first_of(audio_in.finished.wait(), closed.wait(), stopped.wait())
     timeline.change_speed(1.0)  # what follows the recording is not sped up: it is the answer
     busy = lambda: controlled.control.busy  # noqa: E731
     if not await _wait_until_idle(session, settle_s, busy, closed, stopped):
@@ -205,17 +163,6 @@ async def play_conversation(
     log.close()
     logger.debug("wrote %.1f s of conversation", length / SAMPLE_RATE)
     return summary
-
-
-async def _first_of(*awaitables: Awaitable[object]) -> None:
-    """Until one is done; the others are cancelled unless they were already tasks."""
-    waiters = [asyncio.ensure_future(a) for a in awaitables]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter, awaitable in zip(waiters, awaitables, strict=True):
-            if waiter is not awaitable:
-                waiter.cancel()
 
 
 def _write_conversation(path: Path, user: np.ndarray, agent_path: Path) -> None:

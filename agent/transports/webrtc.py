@@ -1,0 +1,158 @@
+"""A browser's peer connection (aiortc) as the session's microphone, speaker and event feed.
+
+aiortc's receiver queues every incoming frame without bound, so the microphone is drained all
+the time (and resampled by PyAV); its sender calls ``recv`` in a loop, so the agent's voice
+track is the clock: it hands out one 20 ms frame per 20 ms of wall time, silence when the agent
+is quiet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import json
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import av
+import numpy as np
+from aiortc import MediaStreamTrack, RTCDataChannel
+from aiortc.mediastreams import MediaStreamError
+from livekit import rtc
+from livekit.agents.voice import io
+
+from audio.pcm import samples_to_frame
+from audio.speaker import FRAME_MS, SpeakerOutput
+
+logger = logging.getLogger("voice_agent")
+
+VOICE_RATE = 48000
+"""Opus's own rate: the agent's voice is resampled to it once, by LiveKit."""
+MIC_RATE = 24000
+"""What the session hears, as from a recording."""
+VOICE_LEAD_FRAMES = 3
+"""Frames of the agent's voice waiting in the track: 60 ms, so barge-in stops it at once."""
+MIC_BACKLOG_FRAMES = 50
+"""A second of microphone the session has not taken yet; older frames are dropped."""
+MAX_BUFFERED_RECORDS = 200
+
+
+class AgentVoiceTrack(MediaStreamTrack):
+    """The agent's voice as an aiortc audio track, paced to the wall clock."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._frames: asyncio.Queue[np.ndarray] = asyncio.Queue(VOICE_LEAD_FRAMES)
+        self._samples = VOICE_RATE * FRAME_MS // 1000
+        self._start: float | None = None
+        self._pts = 0
+
+    async def put(self, samples: np.ndarray) -> None:
+        """Wait for room, then queue one frame of int16 mono samples."""
+        await self._frames.put(samples)
+
+    def clear(self) -> None:
+        while not self._frames.empty():
+            self._frames.get_nowait()
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            self._pts += self._samples
+            await asyncio.sleep(self._start + self._pts / VOICE_RATE - time.monotonic())
+        try:
+            samples = self._frames.get_nowait()
+        except asyncio.QueueEmpty:
+            samples = np.zeros(self._samples, np.int16)
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = VOICE_RATE
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, VOICE_RATE)
+        return frame
+
+
+class WebRTCAudioOutput(SpeakerOutput):
+    """The session's speaker: frames go to the voice track as fast as it takes them."""
+
+    def __init__(self, track: AgentVoiceTrack) -> None:
+        super().__init__("webrtc", sample_rate=VOICE_RATE)
+        self._track = track
+
+    def clear_buffer(self) -> None:
+        super().clear_buffer()
+        self._track.clear()
+
+    async def _emit(self, samples: np.ndarray) -> None:
+        await self._track.put(samples)
+
+
+class WebRTCAudioInput(io.AudioInput):
+    """The session's microphone: the browser's track, drained continuously."""
+
+    def __init__(self, track: MediaStreamTrack) -> None:
+        super().__init__(label="webrtc")
+        self._track = track
+        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=MIC_RATE)
+        self._frames: deque[rtc.AudioFrame] = deque(maxlen=MIC_BACKLOG_FRAMES)
+        self._arrived = asyncio.Event()
+        self.ended = asyncio.Event()
+        """Set when the browser's track stops (a closed tab, a dropped connection)."""
+        self._drain = asyncio.create_task(self._receive(), name="webrtc-mic")
+
+    async def _receive(self) -> None:
+        try:
+            while True:
+                frame = await self._track.recv()
+                assert isinstance(frame, av.AudioFrame)
+                for mono in self._resampler.resample(frame):
+                    self._frames.append(samples_to_frame(mono.to_ndarray()[0], MIC_RATE))
+                self._arrived.set()
+        except MediaStreamError:
+            pass
+        finally:
+            self.ended.set()
+            self._arrived.set()
+
+    async def __anext__(self) -> rtc.AudioFrame:
+        while not self._frames:
+            if self.ended.is_set():
+                raise StopAsyncIteration
+            self._arrived.clear()
+            await self._arrived.wait()
+        return self._frames.popleft()
+
+    async def aclose(self) -> None:
+        self._drain.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._drain
+
+
+class EventChannel:
+    """The ``events`` data channel: one JSON record per message, the same records as
+    ``events.jsonl``; records written before the channel opens wait for it."""
+
+    def __init__(self) -> None:
+        self._channel: RTCDataChannel | None = None
+        self._waiting: deque[str] = deque(maxlen=MAX_BUFFERED_RECORDS)
+
+    def attach(self, channel: RTCDataChannel) -> None:
+        self._channel = channel
+        channel.on("open", self._flush)
+        self._flush()
+
+    def send(self, record: dict[str, Any]) -> None:
+        self._waiting.append(json.dumps(record, ensure_ascii=False))
+        self._flush()
+
+    def _flush(self) -> None:
+        channel = self._channel
+        while channel is not None and channel.readyState == "open" and self._waiting:
+            channel.send(self._waiting.popleft())

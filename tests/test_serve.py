@@ -1,0 +1,121 @@
+"""``voice-agent serve``: browsers talk to the agent over WebRTC, many at once, on one load.
+
+The calls are real: headless Chromium (its microphone a recording from shared/audio) against
+the real server, in a network namespace of their own (tests/browser_calls.py says why). One
+run of that script serves every test here that needs a browser.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import voice_agent
+
+REPO = Path(__file__).resolve().parents[1]
+NAMESPACE = (
+    "ip link set lo up; ip link add va type veth peer name vb; "
+    "ip addr add 10.250.0.1/24 dev va; ip addr add 10.250.0.2/24 dev vb; "
+    "ip link set va up; ip link set vb up; ip route add default via 10.250.0.2 dev va"
+)
+"""Chromium gathers no ICE candidate on a loopback interface: a veth pair gives it one."""
+
+
+@pytest.fixture(scope="module")
+def calls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    if shutil.which("chromium") is None:
+        pytest.fail("Debian's chromium is missing: .ci/setup installs it")
+    out = tmp_path_factory.mktemp("browser-calls")
+    script = f"{NAMESPACE}; exec {sys.executable} tests/browser_calls.py {out}"
+    run = subprocess.run(
+        ["unshare", "-n", "bash", "-c", script],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=500,
+    )
+    result_path = out / "result.json"
+    server_log = (out / "server.log").read_text() if (out / "server.log").exists() else ""
+    assert result_path.exists(), run.stdout + run.stderr + server_log
+    result: dict[str, Any] = json.loads(result_path.read_text())
+    result["problem"] = "" if run.returncode == 0 else run.stderr[-3000:] + server_log[-3000:]
+    return result
+
+
+def test_a_spoken_question_gets_a_spoken_answer_and_a_live_transcript(calls):
+    assert not calls["problem"], calls["problem"]
+    jfk, counting = calls["pair"]
+    assert "ask what you can do for your country" in jfk["transcript"].lower()
+    assert "agent: " in jfk["transcript"], "the reply is shown"
+    assert jfk["agentVoiceMs"] >= 200, "the agent's voice was heard in the page"
+    kinds = {record["type"] for record in jfk["records"]}
+    assert {"user_turn", "agent_reply", "state"} <= kinds, "the events channel carries the log"
+
+
+def test_two_browsers_at_once_have_independent_conversations(calls):
+    assert not calls["problem"], calls["problem"]
+    jfk, counting = calls["pair"]
+    assert jfk["sessionId"] != counting["sessionId"]
+    assert "three" in counting["transcript"].lower() or "3" in counting["transcript"]
+    assert "country" not in counting["transcript"].lower(), "no words from the other call"
+    assert "three" not in jfk["transcript"].lower()
+    assert calls["status_during"]["sessions"] == 2
+
+
+def test_each_conversation_writes_its_own_events_log(calls):
+    logs = calls["logs"]
+    pair = {page["sessionId"] for page in calls["pair"]}
+    assert pair <= set(logs)
+    for session_id in pair:
+        records = logs[session_id]
+        assert records[-1]["type"] == "summary" and records[-1]["session_id"] == session_id
+        assert any(r["type"] == "agent_reply" for r in records)
+
+
+def test_a_full_server_answers_503_and_disturbs_nothing(calls):
+    status, body = calls["full"]
+    assert status == 503 and "try later" in body["error"]
+    assert all("agent: " in page["transcript"] for page in calls["pair"])
+
+
+def test_a_tab_closed_mid_reply_ends_its_session_and_frees_what_it_held(calls):
+    assert calls["one_left_after_close"] and calls["none_left"] and calls["third_ended"]
+    after = calls["status_after_third"]
+    assert after["sessions"] == 0
+    assert after["threads"] <= calls["status_during"]["threads"], "no thread per conversation"
+    assert calls["tasks_settled"], "no task left behind"
+    assert calls["sessions_freed"], "the finished sessions were freed"
+    assert len(calls["logs"]) == 3, "three conversations in all"
+    assert all(records[-1]["type"] == "summary" for records in calls["logs"].values())
+
+
+@pytest.mark.parametrize(
+    "case, status",
+    [("not json", 400), ("wrong shape", 400), ("not sdp", 400), ("oversized", 413)],
+)
+def test_a_bad_offer_is_a_4xx_with_a_json_error(calls, case, status):
+    order = ["not json", "wrong shape", "not sdp", "oversized"]
+    code, body = calls["bad_offers"][order.index(case)]
+    assert code == status and body["error"]
+    assert calls["status_end"]["sessions"] == calls["status_end"]["sessions_in_memory"] == 0
+
+
+def test_the_server_stops_cleanly_on_sigterm(calls):
+    assert calls["server_exit"] == 0
+
+
+def test_serving_beyond_loopback_needs_a_token():
+    result = voice_agent("serve", "--host", "0.0.0.0", env={"VOICE_AGENT_TOKEN": ""})
+    assert result.returncode == 2
+    assert "needs a token" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_tls_needs_both_a_certificate_and_a_key(tmp_path):
+    result = voice_agent("serve", "--tls-cert", str(tmp_path / "cert.pem"))
+    assert result.returncode == 2 and "both --tls-cert and --tls-key" in result.stderr
