@@ -187,6 +187,22 @@ async def _serve_until_stopped(profile: Profile, options: ServeOptions) -> None:
     print("server stopped", flush=True)
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from .transports.livekit import LiveKitServer, WorkerConfigError, run_worker
+
+    profile = _profile(args)
+    try:
+        livekit = LiveKitServer(
+            url=args.url or os.environ.get("LIVEKIT_URL", ""),
+            api_key=args.api_key or os.environ.get("LIVEKIT_API_KEY", ""),
+            api_secret=args.api_secret or os.environ.get("LIVEKIT_API_SECRET", ""),
+        ).checked()
+    except WorkerConfigError as e:
+        raise UsageError(str(e)) from None
+    run_worker(profile, livekit)
+    return 0
+
+
 def _download_model(args: argparse.Namespace) -> int:
     from .engines.phi4mm.checkpoint import download_model
 
@@ -262,6 +278,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
     with_session_options(serve)
     serve.set_defaults(handler=_serve)
+
+    worker = commands.add_parser(
+        "worker", help="join the rooms of a LiveKit server (LiveKit Cloud, livekit-server, SIP)"
+    )
+    worker.add_argument("--url", help="the server, ws://HOST:PORT (default $LIVEKIT_URL)")
+    worker.add_argument("--api-key", help="default $LIVEKIT_API_KEY")
+    worker.add_argument("--api-secret", help="default $LIVEKIT_API_SECRET")
+    with_session_options(worker)
+    worker.set_defaults(handler=_worker)
 
     download = commands.add_parser(
         "download-model", help="fetch Phi-4-multimodal's weights (needs internet)"

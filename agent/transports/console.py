@@ -31,18 +31,9 @@ def require_audio_devices() -> None:
 
 def run_console(profile: Profile) -> None:
     require_audio_devices()
-    from livekit.agents import AgentServer, JobContext, cli
+    from livekit.agents import cli
 
-    from ..control import ControlledSession
-
-    server = AgentServer()
-
-    @server.rtc_session()
-    async def entrypoint(ctx: JobContext) -> None:
-        controlled = await ControlledSession.start(profile)
-        ctx.add_shutdown_callback(controlled.aclose)
-        await controlled.session.start(controlled.agent, room=ctx.room)
-        controlled.control.start()
+    from .livekit import agent_server
 
     sys.argv = [sys.argv[0], "console"]  # LiveKit's CLI reads its sub-command from argv
-    cli.run_app(server)
+    cli.run_app(agent_server(profile))
