@@ -1,10 +1,8 @@
 """Real browsers talking to a real ``voice-agent serve``, inside a network namespace of their own.
 
-Run by tests/test_serve.py as
-``unshare -n bash -c '<loopback set-up>; python tests/browser_calls.py OUT_DIR'``: aiortc and
-Chromium advertise the machine's own interface in their ICE candidates, so the calls are kept
-inside a namespace where only loopback exists (DESIGN.md §8). Headless Chromium's microphone is
-a WAV file; the page counts the agent's voiced audio and keeps every data-channel record.
+Run by tests/test_serve.py inside a network namespace of its own (``conftest.isolated``), as
+``python tests/browser_calls.py OUT_DIR``. Headless Chromium's microphone is a WAV file; the
+page counts the agent's voiced audio and keeps every data-channel record.
 
 Writes OUT_DIR/result.json: what each browser saw, and what the server said about itself.
 """

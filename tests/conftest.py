@@ -47,6 +47,21 @@ def tiny_phi4mm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_phi4mm(tmp_path_factory.mktemp("tiny-phi4mm"))
 
 
+NETWORK_NAMESPACE = (
+    "ip link set lo up; ip link add va type veth peer name vb; "
+    "ip addr add 10.250.0.1/24 dev va; ip addr add 10.250.0.2/24 dev vb; "
+    "ip link set va up; ip link set vb up; ip route add default via 10.250.0.2 dev va"
+)
+"""Set-up of a network namespace for WebRTC tests: aiortc and Chromium advertise the machine's
+own interface in their ICE candidates, so calls are kept where only this veth pair exists
+(Chromium gathers no candidate on a loopback interface)."""
+
+
+def isolated(command: str) -> list[str]:
+    """``command`` (a shell line) run in a network namespace of its own (needs root)."""
+    return ["unshare", "-n", "bash", "-c", f"{NETWORK_NAMESPACE}; exec {command}"]
+
+
 def voice_agent(
     *args: str, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -61,13 +76,18 @@ def voice_agent(
     )
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 class Broker:
     """A real Mosquitto on a free loopback port, stopped and started by PID."""
 
     def __init__(self, folder: Path) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self.url = f"mqtt://127.0.0.1:{self.port}"
         self._config = folder / "mosquitto.conf"
         # persistent sessions survive a restart, as on a real deployment

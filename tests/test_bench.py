@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.conftest import REPO, isolated
 
 
 def bench(*args: str, tmp_path) -> dict:
@@ -37,3 +37,12 @@ def test_the_soak_bench_samples_memory_through_a_kiosk_conversation(tmp_path):
     assert figures["counts"]["user_turn"] >= 2 and figures["mqtt_events_seen"] > 0
     assert len(figures["rss_mb"]) >= 1 and all(rss > 100 for _, rss in figures["rss_mb"])
     assert figures["counts"]["error"] >= 1, "the dashboard's junk command was refused and logged"
+
+
+def test_the_webrtc_bench_times_both_transports_on_one_question(tmp_path):
+    out = tmp_path / "figures.json"
+    command = f"{sys.executable} bench/webrtc.py --rounds 1 --sessions 1 --json {out}"
+    subprocess.run(isolated(command), cwd=REPO, check=True, capture_output=True, timeout=300)
+    figures = json.loads(out.read_text())
+    assert figures["run-file"]["answered"] == figures["webrtc x1"]["answered"] == 1
+    assert 0 < figures["webrtc x1"]["median_s"] < 10

@@ -9,22 +9,19 @@ from __future__ import annotations
 
 import json
 import shutil
+import ssl
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import voice_agent
+from .conftest import free_port, isolated, voice_agent
 
 REPO = Path(__file__).resolve().parents[1]
-NAMESPACE = (
-    "ip link set lo up; ip link add va type veth peer name vb; "
-    "ip addr add 10.250.0.1/24 dev va; ip addr add 10.250.0.2/24 dev vb; "
-    "ip link set va up; ip link set vb up; ip route add default via 10.250.0.2 dev va"
-)
-"""Chromium gathers no ICE candidate on a loopback interface: a veth pair gives it one."""
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +29,8 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if shutil.which("chromium") is None:
         pytest.fail("Debian's chromium is missing: .ci/setup installs it")
     out = tmp_path_factory.mktemp("browser-calls")
-    script = f"{NAMESPACE}; exec {sys.executable} tests/browser_calls.py {out}"
     run = subprocess.run(
-        ["unshare", "-n", "bash", "-c", script],
+        isolated(f"{sys.executable} tests/browser_calls.py {out}"),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -119,3 +115,74 @@ def test_serving_beyond_loopback_needs_a_token():
 def test_tls_needs_both_a_certificate_and_a_key(tmp_path):
     result = voice_agent("serve", "--tls-cert", str(tmp_path / "cert.pem"))
     assert result.returncode == 2 and "both --tls-cert and --tls-key" in result.stderr
+
+
+def test_https_with_a_token_refuses_clients_without_it(tmp_path):
+    """A certificate of its own, a token, and requests with and without it."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--token",
+            "s3cret",
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        assert f"https://127.0.0.1:{port}/" in server.stdout.readline()
+        insecure = ssl.create_default_context()
+        insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+        base = f"https://127.0.0.1:{port}"
+
+        def status_of(path: str, **headers: str) -> int:
+            request = urllib.request.Request(base + path, headers=headers, method="GET")
+            if path == "/offer":
+                request = urllib.request.Request(base + path, data=b"{}", headers=headers)
+            try:
+                with urllib.request.urlopen(request, context=insecure, timeout=10) as response:
+                    return int(response.status)
+            except urllib.error.HTTPError as e:
+                return e.code
+
+        assert status_of("/") == 401 and status_of("/?token=wrong") == 401
+        assert status_of("/?token=s3cret") == 200
+        assert status_of("/offer") == 401
+        assert status_of("/offer", Authorization="Bearer s3cret") == 400, "past the token"
+        assert status_of("/status?token=s3cret") == 200
+    finally:
+        server.terminate()
+        assert server.wait(timeout=30) == 0

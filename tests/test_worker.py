@@ -7,21 +7,13 @@ console test starts (tests/test_cli.py).
 
 from __future__ import annotations
 
-import socket
-
-from .conftest import voice_agent
+from .conftest import free_port, voice_agent
 
 NO_SERVER = {"LIVEKIT_URL": "", "LIVEKIT_API_KEY": "", "LIVEKIT_API_SECRET": ""}
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_an_unreachable_server_is_one_line_and_exit_2():
-    url = f"ws://127.0.0.1:{_closed_port()}"
+    url = f"ws://127.0.0.1:{free_port()}"
     result = voice_agent("worker", "--url", url, "--api-key", "k", "--api-secret", "s")
     assert result.returncode == 2
     assert result.stderr.strip() == result.stderr.strip().splitlines()[0]
