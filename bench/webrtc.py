@@ -12,7 +12,8 @@ fresh sessions:
 
 Both measure from the end of the recorded speech (the same sample) to the agent's first voiced
 audio, so the difference is what WebRTC adds (jitter buffer, Opus, pacing) plus, with K > 1,
-what sharing the models costs.
+what sharing the models costs. After each round, with every session ended, the process's
+resident memory is read: a conversation must not leave any behind.
 """
 
 from __future__ import annotations
@@ -163,7 +164,16 @@ async def webrtc_call(url: str, samples: np.ndarray, speech_end: float) -> float
             task.cancel()
 
 
-async def measure(rounds: int, concurrency: list[int]) -> dict[str, list[float]]:
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def measure(
+    rounds: int, concurrency: list[int]
+) -> tuple[dict[str, list[float]], list[float]]:
     factory = await SessionFactory.load(load_profile("desktop"))
     server = VoiceServer(factory, ServeOptions(max_sessions=max(concurrency)))
     runner = web.AppRunner(server.app, access_log=None)
@@ -174,6 +184,7 @@ async def measure(rounds: int, concurrency: list[int]) -> dict[str, list[float]]
     url = f"http://127.0.0.1:{port}/"
     samples, speech_end = await question()
     results: dict[str, list[float]] = {"run-file": [], **{f"webrtc x{k}": [] for k in concurrency}}
+    memory: list[float] = []
     try:
         for round_ in range(rounds):
             print(f"round {round_ + 1}/{rounds}", file=sys.stderr, flush=True)
@@ -183,11 +194,13 @@ async def measure(rounds: int, concurrency: list[int]) -> dict[str, list[float]]
                 results[f"webrtc x{k}"] += await asyncio.gather(*calls)
                 while server.active:  # each call's session ends before the next round
                     await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)  # the finished sessions are collected
+            memory.append(round(rss_mb(), 1))
     finally:
         await server.aclose()
         await runner.cleanup()
         await factory.aclose()
-    return results
+    return results, memory
 
 
 def main() -> None:
@@ -197,10 +210,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     concurrency = [int(k) for k in args.sessions.split(",")]
-    results = asyncio.run(measure(args.rounds, concurrency))
+    results, memory = asyncio.run(measure(args.rounds, concurrency))
 
     base = float(np.nanmedian(results["run-file"]))
-    report: dict[str, dict[str, float | int]] = {}
+    report: dict[str, object] = {}
     print(f"{'transport':<12} {'median s':>9} {'p90 s':>7} {'vs file':>8} {'answered':>9}")
     for name, values in results.items():
         answered = [v for v in values if not np.isnan(v)]
@@ -217,6 +230,12 @@ def main() -> None:
             f"{name:<12} {row['median_s']:>9.3f} {row['p90_s']:>7.3f} "
             f"{row['minus_run_file_s']:>+8.3f} {len(answered):>4}/{len(values)}"
         )
+    report["rss_mb_after_each_round"] = memory
+    calls_per_round = 1 + sum(concurrency)
+    if len(memory) >= 2:
+        per_call = (memory[-1] - memory[0]) / ((len(memory) - 1) * calls_per_round)
+        report["rss_mb_per_conversation"] = round(per_call, 2)
+        print(f"resident memory after each round (MB): {memory}; {per_call:+.2f} MB a conversation")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")

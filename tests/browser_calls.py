@@ -24,7 +24,10 @@ import soundfile as sf
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_AUDIO = REPO.parent / "shared" / "audio"
+sys.path.insert(0, str(REPO))
+
+from tests.conftest import SHARED_AUDIO  # noqa: E402
+
 PORT = 8765
 URL = f"http://127.0.0.1:{PORT}/"
 LEAD_IN_S = 2.0

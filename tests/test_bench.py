@@ -46,3 +46,10 @@ def test_the_webrtc_bench_times_both_transports_on_one_question(tmp_path):
     figures = json.loads(out.read_text())
     assert figures["run-file"]["answered"] == figures["webrtc x1"]["answered"] == 1
     assert 0 < figures["webrtc x1"]["median_s"] < 10
+
+
+def test_the_stt_bench_compares_the_short_window_with_the_full_one(tmp_path):
+    figures = bench("bench/stt.py", "--repeats", "1", tmp_path=tmp_path)
+    assert figures["total"]["clips"] >= 20
+    assert figures["total"]["jfk.flac wer window/full"][0] <= 0.1
+    assert all(clip["window_s"] > 0 and clip["full_s"] > 0 for clip in figures["clips"])

@@ -1,0 +1,122 @@
+"""Speech recognition on the clip's own window against faster-whisper's 30 s one, same run.
+
+    .venv/bin/python bench/stt.py [--repeats N] [--json PATH]
+
+Real English speech from shared/audio: jfk.flac and one_two_three_en.wav whole (their reference
+transcripts are known), and the utterances of speech60_en.wav and en_num.wav as the VAD cuts
+them (no reference: faster-whisper's own 30 s transcript stands in, so its "WER" there is the
+disagreement between the two). Times are the median of ``--repeats`` runs per clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jiwer
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from agent.engines.lite.stt import FasterWhisperSTT  # noqa: E402
+from audio import load_audio  # noqa: E402
+from audio.segmenter import speech_bounds  # noqa: E402
+from tests.conftest import SHARED_AUDIO  # noqa: E402
+
+RATE = 16000
+REFERENCES = {
+    "jfk.flac": "and so my fellow americans ask not what your country can do for you "
+    "ask what you can do for your country",
+    "one_two_three_en.wav": "one two three",
+}
+NUMBERS = "zero one two three four five six seven eight nine ten".split()
+
+
+def words(text: str) -> str:
+    """Lower case, no punctuation, digits spelled out: what WER compares."""
+    text = re.sub(r"\b(\d)\b", lambda m: NUMBERS[int(m.group(1))], text.lower())
+    return " ".join(re.sub(r"[^a-z' ]", " ", text).split())
+
+
+def clips() -> list[tuple[str, np.ndarray]]:
+    found = [(name, load_audio(SHARED_AUDIO / name, RATE)) for name in REFERENCES]
+    for name in ("speech60_en.wav", "en_num.wav"):
+        samples = load_audio(SHARED_AUDIO / name, RATE)
+        for i, (first, last) in enumerate(speech_bounds(samples)):
+            found.append((f"{name}#{i}", samples[first : last + 1]))
+    return found
+
+
+def timed(transcribe, samples: np.ndarray, repeats: int) -> tuple[str, float]:  # type: ignore[no-untyped-def]
+    times, text = [], ""
+    for _ in range(repeats):
+        started = time.perf_counter()
+        text = transcribe(samples)
+        times.append(time.perf_counter() - started)
+    return text, statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    stt = FasterWhisperSTT()
+    stt.load()
+    window = stt.transcribe
+    full = lambda samples: stt._transcribe_long(samples.astype(np.float32) / 32768.0)  # noqa: E731
+
+    rows = []
+    for name, samples in clips():
+        short_text, short_s = timed(window, samples, args.repeats)
+        full_text, full_s = timed(full, samples, args.repeats)
+        reference = REFERENCES.get(name, words(full_text))
+        rows.append(
+            {
+                "clip": name,
+                "audio_s": round(len(samples) / RATE, 2),
+                "window_s": round(short_s, 3),
+                "full_s": round(full_s, 3),
+                "window_wer": round(jiwer.wer(reference, words(short_text) or "-"), 3),
+                "full_wer": round(jiwer.wer(reference, words(full_text) or "-"), 3),
+                "window_text": short_text,
+                "full_text": full_text,
+            }
+        )
+        row = rows[-1]
+        print(
+            f"{name:<22} {row['audio_s']:>5.1f}s  window {row['window_s']:.3f}s "
+            f"wer {row['window_wer']:.2f} | 30 s {row['full_s']:.3f}s wer {row['full_wer']:.2f}"
+            f"  {short_text!r}",
+            flush=True,
+        )
+    total = {
+        "clips": len(rows),
+        "median_window_s": round(statistics.median(r["window_s"] for r in rows), 3),
+        "median_full_s": round(statistics.median(r["full_s"] for r in rows), 3),
+        "speedup": round(sum(r["full_s"] for r in rows) / sum(r["window_s"] for r in rows), 2),
+        "words_differing": round(
+            jiwer.wer(
+                [words(r["full_text"]) or "-" for r in rows],
+                [words(r["window_text"]) or "-" for r in rows],
+            ),
+            3,
+        ),
+    }
+    for name in REFERENCES:
+        row = next(r for r in rows if r["clip"] == name)
+        total[f"{name} wer window/full"] = [row["window_wer"], row["full_wer"]]
+    print(json.dumps(total, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps({"total": total, "clips": rows}, indent=1) + "\n")
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
