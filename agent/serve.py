@@ -32,6 +32,7 @@ from audio import Timeline
 from .control import ControlledSession
 from .events import EventLog
 from .session import SessionFactory, bridge_for
+from .signals import first_of
 from .transports.webrtc import AgentVoiceTrack, EventChannel, WebRTCAudioInput, WebRTCAudioOutput
 
 logger = logging.getLogger("voice_agent")
@@ -152,12 +153,7 @@ class WebConversation:
         try:
             await session.start(self.controlled.agent, record=False)
             self.controlled.control.start()
-            waits = [asyncio.ensure_future(e.wait()) for e in (closed, self.ended, self.mic.ended)]
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiter in waits:
-                    waiter.cancel()
+            await first_of(closed.wait(), self.ended.wait(), self.mic.ended.wait())
         finally:
             try:
                 await asyncio.wait_for(session.aclose(), CLOSE_TIMEOUT_S)

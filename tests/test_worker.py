@@ -1,13 +1,25 @@
 """``voice-agent worker``: the agent in a LiveKit server's rooms.
 
-No LiveKit server runs here, so these tests hold the worker to what it promises without one:
-one line and exit code 2, before any model loads. The job entrypoint it runs is the one the
-console test starts (tests/test_cli.py).
+No LiveKit server runs here. Without one, the worker must refuse in one line with exit code 2,
+before any model loads. Its registration is checked against a fake server that speaks
+LiveKit's worker protocol (protobuf over a WebSocket) as far as registering; what follows a
+dispatch (joining the room's media) needs a real server. The job entrypoint it runs is the one
+the console test starts (tests/test_cli.py).
 """
 
 from __future__ import annotations
 
-from .conftest import free_port, voice_agent
+import asyncio
+import signal
+import subprocess
+import sys
+import threading
+
+import jwt
+from aiohttp import web
+from livekit.protocol import agent
+
+from .conftest import REPO, free_port, voice_agent
 
 NO_SERVER = {"LIVEKIT_URL": "", "LIVEKIT_API_KEY": "", "LIVEKIT_API_SECRET": ""}
 
@@ -28,3 +40,82 @@ def test_without_a_server_it_says_how_to_name_one():
 def test_a_url_that_is_not_livekits_is_refused():
     result = voice_agent("worker", "--url", "localhost:7880", "--api-key", "k", "--api-secret", "s")
     assert result.returncode == 2 and "not a LiveKit URL" in result.stderr
+
+
+class FakeLiveKit:
+    """Stands in for a LiveKit server (none runs here): it takes a worker's registration on
+    ``/agent`` the way LiveKit does and answers it, in a thread of its own."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.registrations: list[tuple[str, agent.WorkerMessage]] = []
+        self._registered = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> FakeLiveKit:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def wait_for_registration(self, timeout: float) -> bool:
+        return self._registered.wait(timeout)
+
+    def _serve(self) -> None:
+        app = web.Application()
+        app.router.add_get("/agent", self._agent)
+        runner = web.AppRunner(app)
+        self._loop.run_until_complete(runner.setup())
+        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        self._loop.run_forever()
+
+    async def _agent(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        message = agent.WorkerMessage()
+        message.ParseFromString(await ws.receive_bytes())
+        self.registrations.append((request.headers.get("Authorization", ""), message))
+        answer = agent.ServerMessage()
+        answer.register.worker_id = "W_TEST"
+        await ws.send_bytes(answer.SerializeToString())
+        self._registered.set()
+        async for _ in ws:  # the worker's status updates, until it leaves
+            pass
+        return ws
+
+
+def test_the_worker_registers_with_the_server_and_loads_the_models_once():
+    with FakeLiveKit() as server:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "agent.cli",
+                "-v",
+                "worker",
+                "--url",
+                f"ws://127.0.0.1:{server.port}",
+                "--api-key",
+                "devkey",
+                "--api-secret",
+                "secret",
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert server.wait_for_registration(120), "the worker never registered"
+            authorization, message = server.registrations[0]
+            assert message.register.type == agent.JobType.JT_ROOM
+            claims = jwt.decode(
+                authorization.removeprefix("Bearer "), "secret", algorithms=["HS256"]
+            )
+            assert claims["iss"] == "devkey", "the worker signs with the given key"
+        finally:
+            worker.send_signal(signal.SIGINT)
+            _, stderr = worker.communicate(timeout=120)
+    assert stderr.count("loading language model") == 1, "one job process, one load"

@@ -70,20 +70,24 @@ def agent_server(profile: Profile, **options: Any) -> AgentServer:
         initialize_process_timeout=LOAD_TIMEOUT_S,
         **options,
     )
-
-    @server.rtc_session()
-    async def entrypoint(ctx: JobContext) -> None:
-        factory: SessionFactory = ctx.proc.userdata[FACTORY]
-        device_id = f"{profile.mqtt.device_id}-{ctx.room.name}" if ctx.room.name else ""
-        bridge = bridge_for(profile, device_id=device_id)
-        if bridge is not None:
-            await bridge.start()
-        controlled = ControlledSession.open(factory, bridge)
-        ctx.add_shutdown_callback(controlled.aclose)
-        await controlled.session.start(controlled.agent, room=ctx.room)
-        controlled.control.start()
-
+    server.rtc_session()(join_room)
     return server
+
+
+async def join_room(ctx: JobContext) -> None:
+    """A job: a session of its own in the room, over the process's models (module-level, so
+    that LiveKit can hand it to its job processes)."""
+    factory: SessionFactory = ctx.proc.userdata[FACTORY]
+    mqtt = factory.profile.mqtt
+    bridge = bridge_for(
+        factory.profile, device_id=f"{mqtt.device_id}-{ctx.room.name}" if ctx.room.name else ""
+    )
+    if bridge is not None:
+        await bridge.start()
+    controlled = ControlledSession.open(factory, bridge)
+    ctx.add_shutdown_callback(controlled.aclose)
+    await controlled.session.start(controlled.agent, room=ctx.room)
+    controlled.control.start()
 
 
 def run_worker(profile: Profile, livekit: LiveKitServer) -> None:
@@ -93,6 +97,7 @@ def run_worker(profile: Profile, livekit: LiveKitServer) -> None:
         api_key=livekit.api_key,
         api_secret=livekit.api_secret,
         num_idle_processes=1,  # each process holds a copy of the models
+        job_memory_warn_mb=4000,  # the models alone are ~1.5 GB
     )
     sys.argv = [sys.argv[0], "start"]  # LiveKit's CLI reads its sub-command from argv
     cli.run_app(server)
