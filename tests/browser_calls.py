@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 import urllib.error
@@ -26,7 +25,7 @@ from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import SHARED_AUDIO  # noqa: E402
+from tests.conftest import SHARED_AUDIO, start_serve  # noqa: E402
 
 PORT = 8765
 URL = f"http://127.0.0.1:{PORT}/"
@@ -120,29 +119,12 @@ def wait_until(predicate: Any, timeout_s: float) -> bool:
 
 def main(out_dir: Path) -> None:
     log_dir = out_dir / "logs"
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agent.cli",
-            "serve",
-            "--port",
-            str(PORT),
-            "--max-sessions",
-            "2",
-            "--log-dir",
-            str(log_dir),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=open(out_dir / "server.log", "w"),  # noqa: SIM115 - the server's whole life
-        text=True,
-    )
+    with open(out_dir / "server.log", "w") as log:  # the server's whole life
+        server = start_serve(
+            "--port", str(PORT), "--max-sessions", "2", "--log-dir", str(log_dir), stderr=log
+        )
     result: dict[str, Any] = {}
     try:
-        assert server.stdout is not None
-        ready = server.stdout.readline()
-        assert "serving on" in ready, ready
         jfk = microphone_wav(SHARED_AUDIO / "jfk.flac", out_dir / "jfk.wav")
         counting = microphone_wav(SHARED_AUDIO / "one_two_three_en.wav", out_dir / "count.wav")
         with sync_playwright() as playwright:

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,6 +75,23 @@ def voice_agent(
         cwd=REPO,
         env={**os.environ, **(env or {})},
     )
+
+
+def start_serve(*args: str, stderr: Any = subprocess.DEVNULL) -> subprocess.Popen[str]:
+    """``voice-agent serve ARGS``, returned once it says where it serves (that line checked)."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "serve", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+    assert server.stdout is not None
+    ready = server.stdout.readline()
+    if "serving on" not in ready:
+        server.kill()
+        raise RuntimeError(f"voice-agent serve did not start: {ready!r}")
+    return server
 
 
 def free_port() -> int:

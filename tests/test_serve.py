@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import free_port, isolated, voice_agent
+from .conftest import free_port, isolated, start_serve, voice_agent
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -141,29 +141,10 @@ def test_https_with_a_token_refuses_clients_without_it(tmp_path):
         capture_output=True,
     )
     port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agent.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--token",
-            "s3cret",
-            "--tls-cert",
-            str(cert),
-            "--tls-key",
-            str(key),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    server = start_serve(
+        "--port", str(port), "--token", "s3cret", "--tls-cert", str(cert), "--tls-key", str(key)
     )
     try:
-        assert server.stdout is not None
-        assert f"https://127.0.0.1:{port}/" in server.stdout.readline()
         insecure = ssl.create_default_context()
         insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
         base = f"https://127.0.0.1:{port}"
