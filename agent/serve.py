@@ -25,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaBlackhole
 from livekit.agents import AgentSession
 
 from audio import Timeline
@@ -118,6 +119,9 @@ class WebConversation:
         self.voice = AgentVoiceTrack()
         self.events = EventChannel()
         self.mic: WebRTCAudioInput | None = None
+        self.unused = MediaBlackhole()
+        """Tracks nothing listens to yet (a camera, a second microphone): drained, since aiortc
+        would queue their frames without bound."""
         self.ended = asyncio.Event()
         pc.on("datachannel", self._on_channel)
         pc.on("track", self._on_track)
@@ -130,6 +134,8 @@ class WebConversation:
     def _on_track(self, track: Any) -> None:
         if track.kind == "audio" and self.mic is None:
             self.mic = WebRTCAudioInput(track)
+        else:
+            self.unused.addTrack(track)
 
     def _on_connection_state(self) -> None:
         if self.pc.connectionState in ("failed", "closed"):
@@ -151,6 +157,7 @@ class WebConversation:
         closed = asyncio.Event()
         session.on("close", lambda _: closed.set())
         try:
+            await self.unused.start()
             await session.start(self.controlled.agent, record=False)
             self.controlled.control.start()
             await first_of(closed.wait(), self.ended.wait(), self.mic.ended.wait())
@@ -162,6 +169,7 @@ class WebConversation:
             await self.controlled.aclose()
             await speaker.stop()
             await self.mic.aclose()
+            await self.unused.stop()
             log.summary(
                 session_id=self.id, agent_speech_s=round(speaker.voiced_samples / speaker.rate, 3)
             )
