@@ -43,6 +43,7 @@ class CausalLMRuntime:
         self._model: Any = None
         self._tokenizer: Any = None
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
+        self._rendering = threading.Lock()
         """The one thread that generates, for every conversation in turn."""
 
     @property
@@ -115,9 +116,10 @@ class CausalLMRuntime:
         return target
 
     def render(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
-        ids = self._tokenizer.apply_chat_template(
-            messages, tools=tools, add_generation_prompt=True, tokenize=True, return_dict=False
-        )
+        with self._rendering:  # sessions render on threads of their own; the tokenizer is one
+            ids = self._tokenizer.apply_chat_template(
+                messages, tools=tools, add_generation_prompt=True, tokenize=True, return_dict=False
+            )
         return list(ids)
 
     def decode(self, ids: list[int]) -> str:

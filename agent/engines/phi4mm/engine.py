@@ -88,6 +88,8 @@ class Phi4MMEngine:
         self._loaded: LoadedModel | None = None
         self._conversations: dict[tuple[str, Adapter], _Conversation] = {}
         self._parts: OrderedDict[tuple[object, ...], _Encoded] = OrderedDict()
+        self._memo = threading.Lock()
+        """Sessions count their turns' tokens from the event loop while the worker encodes."""
 
     @property
     def loaded(self) -> LoadedModel:
@@ -187,9 +189,10 @@ class Phi4MMEngine:
 
     def _encode(self, part: PromptPart) -> _Encoded:
         part_id = _part_id(part)
-        if (found := self._parts.get(part_id)) is not None:
-            self._parts.move_to_end(part_id)
-            return found
+        with self._memo:
+            if (found := self._parts.get(part_id)) is not None:
+                self._parts.move_to_end(part_id)
+                return found
         processor = self.loaded.processor
         text = PLACEHOLDER.sub(
             lambda m: processor.audio_token if m.group(1) == "audio" else processor.image_token,
@@ -217,9 +220,10 @@ class Phi4MMEngine:
         for name in ("audio_input_features", "image_pixel_values"):
             if name in encoded.media_inputs:
                 encoded.media_inputs[name] = encoded.media_inputs[name].to(self.loaded.dtype)
-        self._parts[part_id] = encoded
-        if len(self._parts) > PART_MEMO_SIZE:
-            self._parts.popitem(last=False)
+        with self._memo:
+            self._parts[part_id] = encoded
+            if len(self._parts) > PART_MEMO_SIZE:
+                self._parts.popitem(last=False)
         return encoded
 
     def _prefill(
