@@ -20,6 +20,7 @@ from .engines import ENGINES
 from .engines.phi4mm.checkpoint import DEFAULT_MODEL, DEFAULT_REVISION
 from .models import ModelNotFoundError
 from .profile import Profile, ProfileError, load_profile
+from .signals import StoppedBeforeStart
 
 if TYPE_CHECKING:
     from .serve import ServeOptions
@@ -103,7 +104,6 @@ def _number_in(
 
 
 def _run_file(args: argparse.Namespace) -> int:
-    from .signals import StoppedBeforeStart
     from .transports.file import OutputDirError, run_file
 
     profile = _profile(args)
@@ -115,12 +115,6 @@ def _run_file(args: argparse.Namespace) -> int:
         )
     except OutputDirError as e:
         raise UsageError(str(e)) from None
-    except StoppedBeforeStart as e:
-        print(f"voice-agent: {e}; nothing was written", file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        # the weights are still loading on a daemon thread inside native code; finalizing
-        # the interpreter under it can abort, and there is nothing left to save
-        os._exit(128 + int(e.received))
     counts = result.summary["counts"]
     print(
         f"{counts['user_turn']} user turns, {counts['agent_reply']} replies, "
@@ -146,7 +140,6 @@ def _console(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from .serve import ServeConfigError, ServeOptions
-    from .signals import StoppedBeforeStart
 
     profile = _profile(args)
     try:
@@ -162,24 +155,16 @@ def _serve(args: argparse.Namespace) -> int:
         asyncio.run(_serve_until_stopped(profile, options))
     except ServeConfigError as e:
         raise UsageError(str(e)) from None
-    except StoppedBeforeStart as e:
-        print(f"voice-agent: {e}", file=sys.stderr, flush=True)
-        os._exit(128 + int(e.received))  # see _run_file
     return 0
 
 
 async def _serve_until_stopped(profile: Profile, options: ServeOptions) -> None:
     from .serve import serve
     from .session import SessionFactory
-    from .signals import StoppedBeforeStart, StopSignals, first_of
+    from .signals import StopSignals, unless_stopped
 
     with StopSignals() as stop:
-        loading = asyncio.ensure_future(SessionFactory.load(profile))
-        await first_of(loading, stop.event.wait())
-        if stop.received is not None:
-            loading.cancel()
-            raise StoppedBeforeStart(stop.received)
-        factory = loading.result()
+        factory = await unless_stopped(stop, SessionFactory.load(profile))
         try:
             await serve(factory, options, stop.event)
         finally:
@@ -307,6 +292,12 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, AudioDecodeError, ProfileError, ModelNotFoundError, MqttConfigError) as e:
         print(f"voice-agent: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except StoppedBeforeStart as e:
+        print(f"voice-agent: {e}; nothing was written", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # the weights are still loading on a daemon thread inside native code; finalizing
+        # the interpreter under it can abort, and there is nothing left to save
+        os._exit(128 + int(e.received))
     except KeyboardInterrupt:
         return 130
 

@@ -69,6 +69,16 @@ class ControlledSession:
         return cls.open(factory, bridge, owns_factory=True)
 
     @classmethod
+    async def join(cls, factory: SessionFactory, name: str) -> ControlledSession:
+        """One of a server's conversations: with MQTT on, it has topics of its own under
+        ``<device_id>-<name>``."""
+        mqtt = factory.profile.mqtt
+        bridge = bridge_for(factory.profile, device_id=f"{mqtt.device_id}-{name}" if name else "")
+        if bridge is not None:
+            await bridge.start()
+        return cls.open(factory, bridge)
+
+    @classmethod
     def open(
         cls, factory: SessionFactory, bridge: MqttBridge | None, *, owns_factory: bool = False
     ) -> ControlledSession:

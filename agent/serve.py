@@ -32,7 +32,7 @@ from audio import Timeline
 
 from .control import ControlledSession
 from .events import EventLog
-from .session import SessionFactory, bridge_for
+from .session import SessionFactory
 from .signals import first_of
 from .transports.webrtc import AgentVoiceTrack, EventChannel, WebRTCAudioInput, WebRTCAudioOutput
 
@@ -66,6 +66,7 @@ class ServeOptions:
             )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ServeConfigError("give both --tls-cert and --tls-key, or neither")
+        self.ssl_context()  # a certificate that cannot be used is named before any model loads
         if self.log_dir is not None:
             try:
                 self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -170,9 +171,7 @@ class WebConversation:
             await speaker.stop()
             await self.mic.aclose()
             await self.unused.stop()
-            log.summary(
-                session_id=self.id, agent_speech_s=round(speaker.voiced_samples / speaker.rate, 3)
-            )
+            log.summary(session_id=self.id, agent_speech_s=round(speaker.voiced_s, 3))
             log.close()
             await self.pc.close()
 
@@ -186,6 +185,9 @@ class VoiceServer:
         self._conversations: dict[str, asyncio.Task[None]] = {}
         self._held: weakref.WeakSet[AgentSession] = weakref.WeakSet()
         """Every session not yet freed: finished ones must leave it."""
+        self._answering = 0
+        """Offers accepted but not yet answered: they hold a place too."""
+        self._page_html = resources.files("agent").joinpath("web/index.html").read_text("utf-8")
         self.app = web.Application(client_max_size=MAX_OFFER_BYTES)
         self.app.router.add_get("/", self._page)
         self.app.router.add_post("/offer", self._offer)
@@ -203,8 +205,7 @@ class VoiceServer:
     async def _page(self, request: web.Request) -> web.Response:
         if not self._authorized(request.query.get("token", "")):
             return web.Response(status=401, text="a token is needed: open /?token=…\n")
-        page = resources.files("agent").joinpath("web/index.html").read_text("utf-8")
-        return web.Response(text=page, content_type="text/html")
+        return web.Response(text=self._page_html, content_type="text/html")
 
     async def _status(self, request: web.Request) -> web.Response:
         """How busy the server is, and what it holds: for monitoring, and for leak checks."""
@@ -223,14 +224,18 @@ class VoiceServer:
     async def _offer(self, request: web.Request) -> web.Response:
         try:
             body = await self._read_offer(request)
-            if self.active >= self._options.max_sessions:
+            if self.active + self._answering >= self._options.max_sessions:
                 raise _OfferError(
                     503, f"all {self._options.max_sessions} conversations are taken; try later"
                 )
             # a context of its own: what LiveKit keeps in context variables must not outlive
             # the conversation in the HTTP connection's task
-            answering = asyncio.create_task(self._answer(body), context=contextvars.Context())
-            answer, conversation_id = await answering
+            self._answering += 1
+            try:
+                answering = asyncio.create_task(self._answer(body), context=contextvars.Context())
+                answer, conversation_id = await answering
+            finally:
+                self._answering -= 1
         except _OfferError as e:
             self._free_soon()  # what a refused offer had begun
             return web.json_response({"error": str(e)}, status=e.status)
@@ -259,11 +264,7 @@ class VoiceServer:
         # seconds for; the host's own addresses are what a LAN or localhost needs
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         conversation_id = uuid.uuid4().hex[:12]
-        profile = self._factory.profile
-        bridge = bridge_for(profile, device_id=f"{profile.mqtt.device_id}-{conversation_id}")
-        if bridge is not None:
-            await bridge.start()
-        controlled = ControlledSession.open(self._factory, bridge)
+        controlled = await ControlledSession.join(self._factory, conversation_id)
         self._held.add(controlled.session)
         conversation = WebConversation(conversation_id, controlled, pc)
         try:

@@ -7,7 +7,9 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 logger = logging.getLogger("voice_agent")
 
@@ -64,3 +66,15 @@ async def first_of(*awaitables: Awaitable[object]) -> None:
         for waiter, awaitable in zip(waiters, awaitables, strict=True):
             if waiter is not awaitable:
                 waiter.cancel()
+
+
+async def unless_stopped(stop: StopSignals, work: Awaitable[T]) -> T:
+    """``work``'s result; if a stop signal comes first, ``work`` is cancelled and
+    StoppedBeforeStart raised (loading the models is the work this waits on)."""
+    task = asyncio.ensure_future(work)
+    await first_of(task, stop.event.wait())
+    if stop.received is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise StoppedBeforeStart(stop.received)
+    return task.result()

@@ -36,6 +36,7 @@ class SpeakerOutput(io.AudioOutput):
             sample_rate=sample_rate,
         )
         self.rate = sample_rate
+        """``sample_rate``, never None here."""
         self._chunker = AudioByteStream(
             sample_rate, 1, samples_per_channel=sample_rate * FRAME_MS // 1000
         )
@@ -44,8 +45,12 @@ class SpeakerOutput(io.AudioOutput):
         self._paused = False
         self._interrupted = False
         self._playout: asyncio.Task[None] | None = None
-        self.voiced_samples = 0
-        """Samples of the agent's speech that are not silent."""
+        self._voiced_samples = 0
+
+    @property
+    def voiced_s(self) -> float:
+        """Seconds of the agent's speech that are not silent."""
+        return self._voiced_samples / self.rate
 
     async def _emit(self, samples: np.ndarray) -> None:
         """Play one frame of int16 mono samples; return when the next one is due."""
@@ -102,6 +107,6 @@ class SpeakerOutput(io.AudioOutput):
             if played == 0.0:
                 self.on_playback_started(created_at=time.time())
             samples = frame_to_mono(item)
-            self.voiced_samples += int(np.count_nonzero(samples))
+            self._voiced_samples += int(np.count_nonzero(samples))
             played += item.duration
             await self._emit(samples)

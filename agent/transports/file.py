@@ -22,7 +22,7 @@ from audio import FileAudioInput, Timeline, TimelineAudioOutput, load_audio
 from ..control import ControlledSession
 from ..events import EventLog
 from ..profile import Profile
-from ..signals import StoppedBeforeStart, StopSignals, first_of
+from ..signals import StopSignals, first_of, unless_stopped
 
 logger = logging.getLogger("voice_agent")
 
@@ -82,13 +82,7 @@ async def run_file(
     samples = load_audio(input_path, SAMPLE_RATE)
     prepare_out_dir(out_dir)
     with StopSignals() as stop:
-        starting = asyncio.ensure_future(ControlledSession.start(profile))
-        await first_of(starting, stop.event.wait())
-        if stop.received is not None:
-            starting.cancel()
-            await asyncio.gather(starting, return_exceptions=True)
-            raise StoppedBeforeStart(stop.received)
-        controlled = starting.result()
+        controlled = await unless_stopped(stop, ControlledSession.start(profile))
         try:
             logger.info("playing %s (%.1f s) at %gx", input_path, len(samples) / SAMPLE_RATE, speed)
             summary = await play_conversation(
@@ -156,7 +150,7 @@ async def play_conversation(
     summary = log.summary(
         input=source,
         input_duration_s=round(audio_in.duration, 3),
-        agent_speech_s=round(audio_out.voiced_samples / SAMPLE_RATE, 3),
+        agent_speech_s=round(audio_out.voiced_s, 3),
         files=["agent.wav", "conversation.wav", "events.jsonl"],
         **({"interrupted": True, "signal": stop.received.name} if stop and stop.received else {}),
     )

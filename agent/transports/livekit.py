@@ -19,7 +19,7 @@ from livekit.agents import AgentServer, JobContext, JobProcess, cli
 
 from ..control import ControlledSession
 from ..profile import Profile
-from ..session import SessionFactory, bridge_for
+from ..session import SessionFactory
 
 LOAD_TIMEOUT_S = 300.0
 """A job process's setup loads the models: the first run converts the GGUF (~30 s)."""
@@ -77,14 +77,7 @@ def agent_server(profile: Profile, **options: Any) -> AgentServer:
 async def join_room(ctx: JobContext) -> None:
     """A job: a session of its own in the room, over the process's models (module-level, so
     that LiveKit can hand it to its job processes)."""
-    factory: SessionFactory = ctx.proc.userdata[FACTORY]
-    mqtt = factory.profile.mqtt
-    bridge = bridge_for(
-        factory.profile, device_id=f"{mqtt.device_id}-{ctx.room.name}" if ctx.room.name else ""
-    )
-    if bridge is not None:
-        await bridge.start()
-    controlled = ControlledSession.open(factory, bridge)
+    controlled = await ControlledSession.join(ctx.proc.userdata[FACTORY], ctx.room.name)
     ctx.add_shutdown_callback(controlled.aclose)
     await controlled.session.start(controlled.agent, room=ctx.room)
     controlled.control.start()

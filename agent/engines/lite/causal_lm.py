@@ -43,8 +43,8 @@ class CausalLMRuntime:
         self._model: Any = None
         self._tokenizer: Any = None
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
-        self._rendering = threading.Lock()
         """The one thread that generates, for every conversation in turn."""
+        self._rendering = threading.Lock()
 
     @property
     def name(self) -> str:

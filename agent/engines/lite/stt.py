@@ -4,7 +4,8 @@ faster-whisper pads every clip to Whisper's 30 s window, so a 2 s utterance cost
 30 s one. A turn's clip is short: it is encoded on a window of its own length plus a margin
 (``window_s``) through the model's CTranslate2 encoder and decoder directly, with the decoding
 capped by the clip's length. Measured on 32 real utterances (DESIGN.md §8): about 3× faster, the
-same word error rate, no repetition loops; smaller margins make tiny.en repeat itself.
+same word error rate; smaller margins make tiny.en repeat itself, and the rare transcript that
+still goes round in circles is redone on the full window (``bench/stt.py``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,15 @@ def window_s(clip_s: float) -> float:
 
 
 @dataclass(frozen=True)
+class _Decoding:
+    """What every short-window decode starts from, worked out once per model."""
+
+    tokenizer: Tokenizer
+    prompt: list[int]
+    suppress: list[int]
+
+
+@dataclass(frozen=True)
 class FasterWhisperOptions:
     model: str = ""
     """faster-whisper size (``tiny.en``, ``small``…) or CTranslate2 folder; "" = bundled tiny.en."""
@@ -62,12 +72,13 @@ class FasterWhisperSTT(stt.STT):
         super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
         self._opts = options or FasterWhisperOptions()
         self._model: WhisperModel | None = None
+        self._decoding: _Decoding | None = None
         self._lock = asyncio.Lock()
 
     def fork(self) -> FasterWhisperSTT:
         """A plugin for another session over the same weights (its metrics are its own)."""
         twin = FasterWhisperSTT(self._opts)
-        twin._model, twin._lock = self._model, self._lock
+        twin._model, twin._decoding, twin._lock = self._model, self._decoding, self._lock
         return twin
 
     @property
@@ -98,6 +109,18 @@ class FasterWhisperSTT(stt.STT):
             )
         except Exception as e:  # faster-whisper raises several kinds for a missing model
             raise ModelNotFoundError(f"cannot load faster-whisper model {source!r}: {e}") from None
+        multilingual = self._model.model.is_multilingual
+        tokenizer = Tokenizer(
+            self._model.hf_tokenizer,
+            multilingual,
+            task="transcribe",
+            language=(self._opts.language or "en") if multilingual else None,
+        )
+        self._decoding = _Decoding(
+            tokenizer,
+            prompt=[*tokenizer.sot_sequence, tokenizer.no_timestamps],
+            suppress=get_suppressed_tokens(tokenizer, (-1,)) or [],
+        )
 
     def transcribe(self, samples: np.ndarray) -> str:
         """Blocking transcription of 16 kHz int16 mono."""
@@ -110,30 +133,23 @@ class FasterWhisperSTT(stt.STT):
 
     def _transcribe_short(self, audio: np.ndarray, clip_s: float) -> str:
         """One window, one greedy or beam decode, no timestamps."""
-        model = self._model
-        assert model is not None
+        model, decoding = self._model, self._decoding
+        assert model is not None and decoding is not None
         window = int(window_s(clip_s) * WHISPER_SAMPLE_RATE)
         padded = np.pad(audio, (0, window - len(audio)))
         features = model.feature_extractor(padded, padding=0)
         features = features[:, : window * FRAMES_PER_S // WHISPER_SAMPLE_RATE]
-        tokenizer = Tokenizer(
-            model.hf_tokenizer,
-            model.model.is_multilingual,
-            task="transcribe",
-            language=(self._opts.language or "en") if model.model.is_multilingual else None,
-        )
-        prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
         budget = int(TOKENS_PER_S * clip_s) + EXTRA_TOKENS
         result = model.model.generate(
             model.encode(features),
-            [prompt],
+            [decoding.prompt],
             beam_size=self._opts.beam_size,
-            max_length=len(prompt) + budget,
+            max_length=len(decoding.prompt) + budget,
             suppress_blank=True,
-            suppress_tokens=get_suppressed_tokens(tokenizer, (-1,)),
+            suppress_tokens=decoding.suppress,
         )[0]
         tokens = result.sequences_ids[0]
-        text = str(tokenizer.decode(tokens)).strip()
+        text = str(decoding.tokenizer.decode(tokens)).strip()
         if (
             len(tokens) >= budget
             or get_compression_ratio(text) > MAX_COMPRESSION_RATIO
