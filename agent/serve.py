@@ -34,7 +34,13 @@ from .control import ControlledSession
 from .events import EventLog
 from .session import SessionFactory
 from .signals import first_of
-from .transports.webrtc import AgentVoiceTrack, EventChannel, WebRTCAudioInput, WebRTCAudioOutput
+from .transports.webrtc import (
+    AgentVoiceTrack,
+    EventChannel,
+    WebRTCAudioInput,
+    WebRTCAudioOutput,
+    hear_promptly,
+)
 
 logger = logging.getLogger("voice_agent")
 
@@ -134,6 +140,7 @@ class WebConversation:
 
     def _on_track(self, track: Any) -> None:
         if track.kind == "audio" and self.mic is None:
+            hear_promptly(next(r for r in self.pc.getReceivers() if r.track is track))
             self.mic = WebRTCAudioInput(track)
         else:
             self.unused.addTrack(track)
@@ -300,7 +307,7 @@ class VoiceServer:
     def _free_soon(self) -> None:
         """A finished session is a web of reference cycles (event emitters, its KV cache) that
         the collector would free only much later: free it as soon as the frames that hold it
-        are gone (``gc.freeze`` at start keeps this to milliseconds)."""
+        are gone (``gc.freeze`` after loading keeps this to milliseconds)."""
         asyncio.get_running_loop().call_soon(self._free)
 
     @staticmethod
@@ -320,7 +327,6 @@ class VoiceServer:
 async def serve(factory: SessionFactory, options: ServeOptions, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set."""
     server = VoiceServer(factory, options)
-    gc.freeze()  # the models and libraries stay for good: collections need not walk them
     runner = web.AppRunner(server.app, access_log=None)
     await runner.setup()
     try:

@@ -7,7 +7,11 @@ barge-in back for an echo-canceller warm-up; here each of them is set, so a sess
 
 from __future__ import annotations
 
+import gc
+
+from livekit import rtc
 from livekit.agents import Agent, AgentSession, TurnHandlingOptions, llm
+from livekit.agents.voice.events import AgentEvent, EventTypes
 
 from audio import Pyttsx3Options, Pyttsx3TTS, WebRTCVAD, WebRTCVADOptions
 from tools import resolve_tools
@@ -28,6 +32,16 @@ def bridge_for(profile: Profile, *, device_id: str = "") -> MqttBridge | None:
         profile.mqtt.url, device_id or profile.mqtt.device_id, profile.mqtt.prefix
     )
     return MqttBridge(settings)
+
+
+class ConversationSession(AgentSession[AgentServices]):
+    """An ``AgentSession`` that keeps no list of its own events.
+
+    LiveKit appends every event to a list that lives as long as the session, for a report we
+    do not make (events.jsonl is ours): over a kiosk's day that list is a leak."""
+
+    def emit(self, event: EventTypes, arg: AgentEvent) -> None:
+        rtc.EventEmitter.emit(self, event, arg)
 
 
 class SessionFactory:
@@ -58,7 +72,9 @@ class SessionFactory:
             await Pyttsx3TTS(Pyttsx3Options(language=profile.voice.language)).voice()
         except ValueError as e:
             raise ProfileError(f"profile {profile.name!r}: {e}") from None
-        return cls(profile, instructions, tools, await load_engine(profile, instructions, tools))
+        factory = cls(profile, instructions, tools, await load_engine(profile, instructions, tools))
+        gc.freeze()  # models and libraries stay for good: collections need not walk them
+        return factory
 
     def session(
         self, *, bridge: MqttBridge | None = None
@@ -66,7 +82,7 @@ class SessionFactory:
         """A new conversation; device tools act through ``bridge``."""
         profile = self.profile
         devices = DeviceGateway(bridge, profile.devices) if bridge is not None else None
-        session: AgentSession[AgentServices] = AgentSession(
+        session = ConversationSession(
             userdata=AgentServices(devices=devices),
             vad=WebRTCVAD(WebRTCVADOptions(**profile.vad.model_dump())),
             tts=Pyttsx3TTS(
