@@ -11,9 +11,13 @@ fresh sessions:
   address, each timing the first voiced frame it receives.
 
 Both measure from the end of the recorded speech (the same sample) to the agent's first voiced
-audio, so the difference is what WebRTC adds (jitter buffer, Opus, pacing) plus, with K > 1,
-what sharing the models costs. After each round, with every session ended, the process's
-resident memory is read: a conversation must not leave any behind.
+audio, so the difference is what WebRTC adds (Opus, pacing, the server's jitter buffer) plus,
+with K > 1, what sharing the models costs. A WebRTC call has two figures: ``arrived``, when the
+packet carrying that audio reached the client (what the server adds), and ``played``, when it
+left aiortc's own playout buffer, which holds four packets (80 ms) before it plays anything; a
+browser's adaptive buffer holds less on a clean link (tests/browser_calls.py reads Chromium's).
+After each round, with every session ended, the process's resident memory is read: a
+conversation must not leave any behind.
 """
 
 from __future__ import annotations
@@ -32,8 +36,15 @@ import av
 import numpy as np
 import soundfile as sf
 from aiohttp import web
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtp import RtpPacket
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -126,12 +137,25 @@ class Microphone(MediaStreamTrack):
         return frame
 
 
-async def webrtc_call(url: str, samples: np.ndarray, speech_end: float) -> float:
+async def webrtc_call(url: str, samples: np.ndarray, speech_end: float) -> tuple[float, float]:
+    """Seconds from the end of speech to the first voiced packet's arrival, and to its playout
+    out of aiortc's own jitter buffer (a browser's differs: see the module's docstring)."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     mic = Microphone(samples)
     pc.addTrack(mic)
     pc.createDataChannel("events")
-    heard: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+    heard: asyncio.Future[tuple[float, float]] = asyncio.get_running_loop().create_future()
+    arrivals: dict[int, float] = {}
+    """When each RTP timestamp first arrived, in arrival order (the first is the origin)."""
+
+    def time_arrivals(receiver: RTCRtpReceiver) -> None:
+        handle = receiver._handle_rtp_packet
+
+        async def timed(packet: RtpPacket, arrival_time_ms: int) -> None:
+            arrivals.setdefault(packet.timestamp, time.monotonic())
+            await handle(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = timed  # type: ignore[method-assign]
 
     async def listen(track: MediaStreamTrack) -> None:
         try:
@@ -142,12 +166,20 @@ async def webrtc_call(url: str, samples: np.ndarray, speech_end: float) -> float
                 pcm = frame.to_ndarray().reshape(-1)
                 due = mic.started is not None and now > mic.started + speech_end
                 if due and _dbfs(pcm) > VOICED_DBFS:
-                    heard.set_result(now - (mic.started or now) - speech_end)
+                    origin = next(iter(arrivals))
+                    arrived = arrivals.get((origin + (frame.pts or 0)) % 2**32, now)
+                    start = (mic.started or now) + speech_end
+                    heard.set_result((arrived - start, now - start))
         except MediaStreamError:
             pass
 
     listening: list[asyncio.Task[None]] = []
-    pc.on("track", lambda track: listening.append(asyncio.create_task(listen(track))))
+
+    def on_track(track: MediaStreamTrack) -> None:
+        time_arrivals(next(r for r in pc.getReceivers() if r.track is track))
+        listening.append(asyncio.create_task(listen(track)))
+
+    pc.on("track", on_track)
     await pc.setLocalDescription(await pc.createOffer())
     async with aiohttp.ClientSession() as http:
         offer = {"sdp": pc.localDescription.sdp, "type": "offer"}
@@ -157,7 +189,7 @@ async def webrtc_call(url: str, samples: np.ndarray, speech_end: float) -> float
     try:
         return await asyncio.wait_for(heard, len(samples) / RATE + 10)
     except TimeoutError:
-        return float("nan")
+        return float("nan"), float("nan")
     finally:
         await pc.close()
         for task in listening:
@@ -183,7 +215,9 @@ async def measure(
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     url = f"http://127.0.0.1:{port}/"
     samples, speech_end = await question()
-    results: dict[str, list[float]] = {"run-file": [], **{f"webrtc x{k}": [] for k in concurrency}}
+    results: dict[str, list[float]] = {"run-file": []}
+    for k in concurrency:
+        results |= {f"webrtc x{k} arrived": [], f"webrtc x{k} played": []}
     memory: list[float] = []
     try:
         for round_ in range(rounds):
@@ -191,7 +225,9 @@ async def measure(
             results["run-file"].append(await file_round(factory, samples, speech_end))
             for k in concurrency:
                 calls = [webrtc_call(url, samples, speech_end) for _ in range(k)]
-                results[f"webrtc x{k}"] += await asyncio.gather(*calls)
+                for arrived, played in await asyncio.gather(*calls):
+                    results[f"webrtc x{k} arrived"].append(arrived)
+                    results[f"webrtc x{k} played"].append(played)
                 while server.active:  # each call's session ends before the next round
                     await asyncio.sleep(0.1)
             await asyncio.sleep(0.5)  # the finished sessions are collected
@@ -214,7 +250,7 @@ def main() -> None:
 
     base = float(np.nanmedian(results["run-file"]))
     report: dict[str, object] = {}
-    print(f"{'transport':<12} {'median s':>9} {'p90 s':>7} {'vs file':>8} {'answered':>9}")
+    print(f"{'transport':<20} {'median s':>9} {'p90 s':>7} {'vs file':>8} {'answered':>9}")
     for name, values in results.items():
         answered = [v for v in values if not np.isnan(v)]
         median = float(np.median(answered)) if answered else float("nan")
@@ -227,7 +263,7 @@ def main() -> None:
         }
         report[name] = row
         print(
-            f"{name:<12} {row['median_s']:>9.3f} {row['p90_s']:>7.3f} "
+            f"{name:<20} {row['median_s']:>9.3f} {row['p90_s']:>7.3f} "
             f"{row['minus_run_file_s']:>+8.3f} {len(answered):>4}/{len(values)}"
         )
     report["rss_mb_after_each_round"] = memory

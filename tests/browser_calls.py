@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 import urllib.error
@@ -20,18 +21,22 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
+from paho.mqtt import publish
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import SHARED_AUDIO, start_serve  # noqa: E402
+from tests.conftest import SHARED_AUDIO, Broker, start_serve  # noqa: E402
 
 PORT = 8765
 URL = f"http://127.0.0.1:{PORT}/"
 LEAD_IN_S = 2.0
 """Silence before the question: the call connects while the microphone already plays."""
 REPLY_TIMEOUT_MS = 90_000
+DROP_DETECTED_S = 60
+"""A browser that vanishes sends nothing: the server learns it from ICE consent checks, which
+expire after about 30 s (RFC 7675)."""
 CHROMIUM_FLAGS = [
     "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",
@@ -85,9 +90,21 @@ def wait_for_reply(page: Page, wav: Path) -> None:
     page.wait_for_function(ANSWERED_LAST_TURN, arg=played_ms, timeout=REPLY_TIMEOUT_MS)
 
 
+PLAYOUT_DELAY_MS = """async () => {
+    if (!pc) return null;
+    for (const report of (await pc.getStats()).values())
+        if (report.type === "inbound-rtp" && report.kind === "audio"
+            && report.jitterBufferEmittedCount)
+            return 1000 * report.jitterBufferDelay / report.jitterBufferEmittedCount;
+    return null;
+}"""
+"""Chromium's mean jitter-buffer delay on the agent's voice, for bench/webrtc.py's figures."""
+
+
 def seen(page: Page) -> dict[str, Any]:
     state: dict[str, Any] = page.evaluate("window.voiceAgent")
     state["transcript"] = page.inner_text("#transcript")
+    state["playout_delay_ms"] = page.evaluate(PLAYOUT_DELAY_MS)
     return state
 
 
@@ -119,14 +136,18 @@ def wait_until(predicate: Any, timeout_s: float) -> bool:
 
 def main(out_dir: Path) -> None:
     log_dir = out_dir / "logs"
+    broker = Broker(out_dir)
+    broker.start()
     with open(out_dir / "server.log", "w") as log:  # the server's whole life
         server = start_serve(
-            "--port", str(PORT), "--max-sessions", "2", "--log-dir", str(log_dir), stderr=log
-        )
+            "--port", str(PORT), "--max-sessions", "2", "--log-dir", str(log_dir),
+            "--mqtt", broker.url, "--device-id", "web", stderr=log,
+        )  # fmt: skip
     result: dict[str, Any] = {}
     try:
         jfk = microphone_wav(SHARED_AUDIO / "jfk.flac", out_dir / "jfk.wav")
         counting = microphone_wav(SHARED_AUDIO / "one_two_three_en.wav", out_dir / "count.wav")
+        dropped = microphone_wav(SHARED_AUDIO / "jfk.flac", out_dir / "dropped.wav")
         with sync_playwright() as playwright:
             first, second = browser(playwright, jfk), browser(playwright, counting)
             # two conversations at once, each with its own question
@@ -153,6 +174,29 @@ def main(out_dir: Path) -> None:
             result["tasks_settled"] = wait_until(lambda: status()["tasks"] <= tasks, 10)
             result["sessions_freed"] = wait_until(lambda: status()["sessions_in_memory"] == 0, 10)
             result["status_after_third"] = status()
+            # the agent ends a conversation: end_conversation and MQTT's cmd/end both shut the
+            # session down; the dashboard's command is the one a test can give at will
+            ending = call(first)
+            wait_for_reply(ending, jfk)
+            topic = f"voice-agent/web-{ending.evaluate('window.voiceAgent.sessionId')}/cmd/end"
+            publish.single(topic, b"", qos=1, hostname="127.0.0.1", port=broker.port)
+            result["ended_by_agent"] = wait_until(lambda: status()["sessions"] == 0, 20)
+            ending.wait_for_function(
+                "['ended', 'closed', 'failed', 'disconnected'].includes(window.voiceAgent.state)",
+                timeout=20_000,
+            )
+            result["page_after_end"] = seen(ending)
+            # a browser that dies without a word (killed, or its network gone)
+            doomed = call(browser(playwright, dropped))
+            doomed.wait_for_function("window.voiceAgent.agentVoiceMs > 0", timeout=REPLY_TIMEOUT_MS)
+            result["dropped_session"] = doomed.evaluate("window.voiceAgent.sessionId")
+            subprocess.run(["pkill", "-KILL", "-f", f"fake-audio-capture={dropped}"], check=True)
+            killed = time.monotonic()
+            result["dropped_ended"] = wait_until(lambda: status()["sessions"] == 0, DROP_DETECTED_S)
+            result["dropped_ended_after_s"] = round(time.monotonic() - killed, 1)
+            result["sessions_freed_after_drop"] = wait_until(
+                lambda: status()["sessions_in_memory"] == 0, 10
+            )
             first.close()
             second.close()
         result["bad_offers"] = [
@@ -165,6 +209,7 @@ def main(out_dir: Path) -> None:
     finally:
         server.terminate()
         result["server_exit"] = server.wait(timeout=30)
+        broker.stop()
         result["logs"] = {
             p.parent.name: [json.loads(line) for line in p.read_text().splitlines()]
             for p in sorted(log_dir.glob("*/events.jsonl"))

@@ -87,8 +87,22 @@ def test_a_tab_closed_mid_reply_ends_its_session_and_frees_what_it_held(calls):
     assert after["threads"] <= calls["status_during"]["threads"], "no thread per conversation"
     assert calls["tasks_settled"], "no task left behind"
     assert calls["sessions_freed"], "the finished sessions were freed"
-    assert len(calls["logs"]) == 3, "three conversations in all"
+    assert len(calls["logs"]) == 5, "five conversations in all"
     assert all(records[-1]["type"] == "summary" for records in calls["logs"].values())
+
+
+def test_the_agent_ending_the_conversation_ends_the_call(calls):
+    assert calls["ended_by_agent"], "the session ended when the agent ended it"
+    page = calls["page_after_end"]
+    assert "agent: " in page["transcript"]
+    assert page["state"] in ("ended", "closed", "failed", "disconnected"), page["state"]
+    assert calls["logs"][page["sessionId"]][-1]["type"] == "summary"
+
+
+def test_a_browser_that_vanishes_ends_its_session_within_a_minute(calls):
+    assert calls["dropped_ended"], "the server noticed the silent browser"
+    assert calls["sessions_freed_after_drop"], "and freed its session"
+    assert calls["logs"][calls["dropped_session"]][-1]["type"] == "summary"
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,8 @@ from typing import Any
 
 import av
 import numpy as np
-from aiortc import MediaStreamTrack, RTCDataChannel
+from aiortc import MediaStreamTrack, RTCDataChannel, RTCRtpReceiver
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 from livekit import rtc
 from livekit.agents.voice import io
@@ -38,6 +39,21 @@ VOICE_LEAD_FRAMES = 3
 MIC_BACKLOG_FRAMES = 50
 """A second of microphone the session has not taken yet; older frames are dropped."""
 MAX_BUFFERED_RECORDS = 200
+MIC_JITTER_CAPACITY = 16
+"""aiortc's own capacity for audio (packets): only how long it waits before a frame goes out
+is changed below."""
+
+
+def hear_promptly(receiver: RTCRtpReceiver) -> None:
+    """Hand each microphone frame on as soon as it is whole.
+
+    aiortc holds four frames back (80 ms) to smooth playout for a listener; the microphone
+    feeds a VAD and a recognizer, which lose nothing to a rare late packet but would wait 60 ms
+    longer at every end of turn. Called before the first packet arrives (aiortc 1.16 keeps the
+    buffer private)."""
+    receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(  # type: ignore[attr-defined]
+        capacity=MIC_JITTER_CAPACITY, prefetch=1
+    )
 
 
 class AgentVoiceTrack(MediaStreamTrack):
