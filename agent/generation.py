@@ -45,6 +45,11 @@ class _CallbackStreamer(TextStreamer):
             self._on_text(text)
 
 
+def text_streamer(tokenizer: Any, on_text: Callable[[str], None]) -> TextStreamer:
+    """Give it the prompt's ids first, then each new token: ``on_text`` gets the new text."""
+    return _CallbackStreamer(tokenizer, on_text)
+
+
 class _StopWhenSet(StoppingCriteria):
     def __init__(self, event: threading.Event) -> None:
         self._event = event
@@ -69,7 +74,7 @@ def streaming_kwargs(
         else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     )
     return {
-        "streamer": _CallbackStreamer(tokenizer, on_text),
+        "streamer": text_streamer(tokenizer, on_text),
         "stopping_criteria": StoppingCriteriaList([_StopWhenSet(cancelled)]),
         **sampling,
     }

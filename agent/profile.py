@@ -53,6 +53,8 @@ class LiteEngineSettings(_Section):
     stt_language: str = "en"
     llm_model: str = ""
     llm_gguf_file: str = ""
+    llm_runtime: Literal["llama.cpp", "transformers"] = "llama.cpp"
+    """llama.cpp runs a GGUF as it is (5–6× faster here); transformers runs any HF model."""
     max_new_tokens: int = Field(48, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0, le=2)
     repetition_penalty: float = Field(1.05, ge=1.0, le=2)

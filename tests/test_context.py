@@ -10,7 +10,7 @@ import pytest
 from livekit.agents import llm
 
 from agent.context import ContextOptions, ContextWindow
-from agent.engines.lite.llm import TransformersLLM, TransformersLLMOptions
+from agent.engines.lite.llm import LocalLLM, LocalLLMOptions
 from tests.conftest import DEMO, voice_agent
 
 WINDOW, RESERVE = 2000, 50
@@ -90,7 +90,7 @@ def test_bad_shares_are_refused():
 
 
 async def test_the_lite_engine_trims_with_its_own_tokenizer():
-    model = TransformersLLM(TransformersLLMOptions(context=ContextOptions(max_tokens=512)))
+    model = LocalLLM(LocalLLMOptions(context=ContextOptions(max_tokens=512)))
     model.load()
     ctx = llm.ChatContext()
     ctx.add_message(role="system", content="You are a helpful voice assistant.")

@@ -1,11 +1,12 @@
-"""The lite engine's language model: real SmolLM2 weights, streamed, with a reused prefix cache."""
+"""The lite engine's language model: real SmolLM2 weights, streamed, with a reused prefix cache,
+on both runtimes (llama.cpp runs the GGUF as it is; transformers runs any HF model)."""
 
 from __future__ import annotations
 
 import pytest
 from livekit.agents import llm
 
-from agent.engines.lite.llm import TransformersLLM, TransformersLLMOptions
+from agent.engines.lite.llm import LocalLLM, LocalLLMOptions
 from agent.models import ModelNotFoundError
 from agent.tool_calls import FALLBACK_REPLY
 from tools import get_time
@@ -13,9 +14,9 @@ from tools import get_time
 SYSTEM = "You are a helpful voice assistant. Answer in one short sentence."
 
 
-@pytest.fixture(scope="module")
-def smollm() -> TransformersLLM:
-    model = TransformersLLM(TransformersLLMOptions(max_new_tokens=24))
+@pytest.fixture(scope="module", params=["llama.cpp", "transformers"])
+def smollm(request: pytest.FixtureRequest) -> LocalLLM:
+    model = LocalLLM(LocalLLMOptions(max_new_tokens=24, runtime=request.param))
     model.load()
     return model
 
@@ -28,7 +29,7 @@ def conversation(*turns: str) -> llm.ChatContext:
     return ctx
 
 
-async def reply(model: TransformersLLM, ctx: llm.ChatContext, tools=None):
+async def reply(model: LocalLLM, ctx: llm.ChatContext, tools=None):
     pieces, usage = [], None
     async for chunk in model.chat(chat_ctx=ctx, tools=tools or []):
         if chunk.delta and chunk.delta.content:
@@ -49,10 +50,21 @@ async def test_a_follow_up_turn_reuses_the_cached_history(smollm):
     ctx = conversation("What is the capital of France?", "".join(first), "And of Germany?")
     warm, usage = await reply(smollm, ctx)
     assert usage.prompt_cached_tokens > usage.prompt_tokens / 2
-    cold = TransformersLLM(TransformersLLMOptions(max_new_tokens=24))
+    cold = LocalLLM(smollm.options)
     cold_pieces, cold_usage = await reply(cold, ctx)
     assert cold_usage.prompt_cached_tokens == 0
     assert "".join(warm) == "".join(cold_pieces), "the cache must not change the answer"
+
+
+async def test_conversations_sharing_the_model_do_not_hear_each_other(smollm):
+    france, germany = smollm.fork(), smollm.fork()
+    paris, _ = await reply(france, conversation("What is the capital of France?"))
+    berlin, _ = await reply(germany, conversation("What is the capital of Germany?"))
+    follow_up = conversation("What is the capital of France?", "".join(paris), "Say it again.")
+    again, usage = await reply(france, follow_up)
+    alone, _ = await reply(LocalLLM(smollm.options), follow_up)
+    assert "Paris" in "".join(paris) and "Berlin" in "".join(berlin)
+    assert "".join(again) == "".join(alone), "the other conversation left nothing behind"
 
 
 def test_tools_are_rendered_into_the_prompt(smollm):
@@ -76,6 +88,13 @@ def test_the_fallback_reply_is_short_and_spoken_english():
     assert FALLBACK_REPLY.endswith(".") and len(FALLBACK_REPLY.split()) < 10
 
 
-def test_a_missing_model_folder_is_named_in_the_error(tmp_path):
+@pytest.mark.parametrize("runtime", ["llama.cpp", "transformers"])
+def test_a_missing_model_folder_is_named_in_the_error(tmp_path, runtime):
     with pytest.raises(ModelNotFoundError, match=str(tmp_path)):
-        TransformersLLM(TransformersLLMOptions(model=str(tmp_path))).load()
+        LocalLLM(LocalLLMOptions(model=str(tmp_path), runtime=runtime)).load()
+
+
+def test_llama_cpp_asks_for_a_gguf_file(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelNotFoundError, match="llm_gguf_file"):
+        LocalLLM(LocalLLMOptions(model=str(tmp_path), runtime="llama.cpp")).load()

@@ -33,14 +33,19 @@ class PrefixCache:
         return PrefixCache(copy.deepcopy(self.cache), list(self.ids))
 
 
-class CausalLMRuntime:
-    """One model, shared by every conversation, used from one thread at a time."""
+class LocalLMRuntime:
+    """One model, shared by every conversation, used from one thread at a time.
+
+    What every runtime shares: where the weights are, the model's own tokenizer and chat
+    template (prompts are rendered by Hugging Face, whatever runs them), and the one worker
+    thread. Subclasses load and run the weights."""
+
+    provider = "local"
 
     def __init__(self, source: str, *, gguf_file: str = "", device: str = "cpu") -> None:
         self._source = source
         self._gguf_file = gguf_file
         self._device = device
-        self._model: Any = None
         self._tokenizer: Any = None
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
         """The one thread that generates, for every conversation in turn."""
@@ -53,8 +58,7 @@ class CausalLMRuntime:
     @property
     def context_window(self) -> int:
         """Tokens the model can attend to: prompt and reply together."""
-        self.load()
-        return int(self._model.config.max_position_embeddings)
+        raise NotImplementedError
 
     @property
     def template_supports_tools(self) -> bool:
@@ -70,17 +74,59 @@ class CausalLMRuntime:
         else:
             local_model(self._source, "config.json", "transformers model")
 
+    def gguf(self) -> Path | None:
+        """The GGUF file the weights come from, if they do."""
+        if not self._source:
+            return bundled_smollm2_gguf()
+        return Path(self._source, self._gguf_file) if self._gguf_file else None
+
+    def load(self) -> None:
+        raise NotImplementedError
+
+    def render(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+        with self._rendering:  # sessions render on threads of their own; the tokenizer is one
+            ids = self._tokenizer.apply_chat_template(
+                messages, tools=tools, add_generation_prompt=True, tokenize=True, return_dict=False
+            )
+        return list(ids)
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self._tokenizer.decode(ids, skip_special_tokens=True))
+
+    def generate(
+        self,
+        prompt_ids: list[int],
+        cache: PrefixCache,
+        *,
+        on_text: Callable[[str], None],
+        cancelled: threading.Event,
+        max_new_tokens: int,
+        temperature: float,
+        repetition_penalty: float = 1.0,
+    ) -> GenerationStats:
+        raise NotImplementedError
+
+
+class TransformersRuntime(LocalLMRuntime):
+    """The weights in PyTorch (fp32); a GGUF is de-quantised once and kept as safetensors."""
+
+    provider = "transformers"
+
+    def __init__(self, source: str, *, gguf_file: str = "", device: str = "cpu") -> None:
+        super().__init__(source, gguf_file=gguf_file, device=device)
+        self._model: Any = None
+
+    @property
+    def context_window(self) -> int:
+        self.load()
+        return int(self._model.config.max_position_embeddings)
+
     def load(self) -> None:
         if self._model is not None:
             return
         self.locate()
-        if not self._source:
-            gguf = bundled_smollm2_gguf()
-            folder = self._converted(gguf.parent, gguf.name)
-        elif self._gguf_file:
-            folder = self._converted(Path(self._source), self._gguf_file)
-        else:
-            folder = Path(self._source)
+        gguf = self.gguf()
+        folder = self._converted(gguf.parent, gguf.name) if gguf else Path(self._source)
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
             model: Any = AutoModelForCausalLM.from_pretrained(
@@ -114,16 +160,6 @@ class CausalLMRuntime:
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
         return target
-
-    def render(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
-        with self._rendering:  # sessions render on threads of their own; the tokenizer is one
-            ids = self._tokenizer.apply_chat_template(
-                messages, tools=tools, add_generation_prompt=True, tokenize=True, return_dict=False
-            )
-        return list(ids)
-
-    def decode(self, ids: list[int]) -> str:
-        return str(self._tokenizer.decode(ids, skip_special_tokens=True))
 
     def generate(
         self,

@@ -1,10 +1,11 @@
-"""A local Hugging Face causal LM as a LiveKit ``llm.LLM`` plugin (the lite engine's brain).
+"""A local causal LM as a LiveKit ``llm.LLM`` plugin (the lite engine's brain), run by llama.cpp
+(GGUF weights) or by transformers.
 
-Generation streams token by token from the model's one worker thread. Each session has its
-own plugin (``fork``) over the shared weights, with its own KV cache: the cache of the previous
-request is kept, and a new request only prefills what differs from it, so each turn pays for
-its new tokens only.
-"""
+Prompts are rendered by the model's own chat template; generation streams token by token from
+the model's one worker thread. Each session has its own plugin (``fork``) over the shared
+weights. A request only prefills what differs from the cache's previous one: transformers keeps
+a KV cache per conversation, llama.cpp one for all (so when conversations take turns, each
+re-reads its own history after the shared system prompt)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from livekit.agents import APIConnectOptions, llm
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
@@ -22,7 +23,8 @@ from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGive
 from ...context import ContextOptions, ContextWindow, Trim
 from ...generation import GenerationStats
 from ...tool_calls import relay_reply
-from .causal_lm import CausalLMRuntime, PrefixCache
+from .causal_lm import LocalLMRuntime, PrefixCache, TransformersRuntime
+from .llama_cpp import LlamaCppRuntime
 
 TOOLS_IN_SYSTEM_PROMPT = """
 
@@ -35,10 +37,11 @@ To call a tool, reply with only \
 
 
 @dataclass(frozen=True)
-class TransformersLLMOptions:
+class LocalLLMOptions:
     model: str = ""
     """HF model id (from the local cache) or folder; "" = the bundled SmolLM2-135M GGUF."""
     gguf_file: str = ""
+    runtime: Literal["llama.cpp", "transformers"] = "llama.cpp"
     max_new_tokens: int = 96
     temperature: float = 0.0
     """0 decodes greedily."""
@@ -47,18 +50,16 @@ class TransformersLLMOptions:
     context: ContextOptions = field(default_factory=ContextOptions)
 
 
-class TransformersLLM(llm.LLM):
+class LocalLLM(llm.LLM):
     def __init__(
         self,
-        options: TransformersLLMOptions | None = None,
+        options: LocalLLMOptions | None = None,
         *,
-        runtime: CausalLMRuntime | None = None,
+        runtime: LocalLMRuntime | None = None,
     ) -> None:
         super().__init__()
-        self._opts = options or TransformersLLMOptions()
-        self._runtime = runtime or CausalLMRuntime(
-            self._opts.model, gguf_file=self._opts.gguf_file, device=self._opts.device
-        )
+        self._opts = options or LocalLLMOptions()
+        self._runtime = runtime or _runtime(self._opts)
         self._cache = PrefixCache()
         self._window: ContextWindow | None = None
         self.context_tokens = 0
@@ -70,14 +71,14 @@ class TransformersLLM(llm.LLM):
 
     @property
     def provider(self) -> str:
-        return "transformers"
+        return self._runtime.provider
 
     @property
-    def options(self) -> TransformersLLMOptions:
+    def options(self) -> LocalLLMOptions:
         return self._opts
 
     @property
-    def runtime(self) -> CausalLMRuntime:
+    def runtime(self) -> LocalLMRuntime:
         return self._runtime
 
     def locate(self) -> None:
@@ -87,10 +88,10 @@ class TransformersLLM(llm.LLM):
         """Load the weights now (blocking), so the first turn is not the one that waits."""
         self._runtime.load()
 
-    def fork(self) -> TransformersLLM:
+    def fork(self) -> LocalLLM:
         """A plugin for another conversation: the same weights and worker, a copy of this
         one's cache (the warmed system prompt), nothing else shared."""
-        twin = TransformersLLM(self._opts, runtime=self._runtime)
+        twin = LocalLLM(self._opts, runtime=self._runtime)
         twin._cache = self._cache.copy()
         return twin
 
@@ -103,10 +104,8 @@ class TransformersLLM(llm.LLM):
         parallel_tool_calls: NotGivenOr[bool] = NOT_GIVEN,
         tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
         extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
-    ) -> TransformersLLMStream:
-        return TransformersLLMStream(
-            self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options
-        )
+    ) -> LocalLLMStream:
+        return LocalLLMStream(self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options)
 
     @property
     def context_window(self) -> int:
@@ -171,6 +170,14 @@ class TransformersLLM(llm.LLM):
         )
 
 
+def _runtime(options: LocalLLMOptions) -> LocalLMRuntime:
+    if options.runtime == "llama.cpp":
+        return LlamaCppRuntime(
+            options.model, gguf_file=options.gguf_file, context_tokens=options.context.max_tokens
+        )
+    return TransformersRuntime(options.model, gguf_file=options.gguf_file, device=options.device)
+
+
 def _system_turn(instructions: str) -> llm.ChatContext:
     chat_ctx = llm.ChatContext()
     chat_ctx.add_message(role="system", content=instructions)
@@ -199,10 +206,10 @@ def _inline_tools(messages: list[dict], schemas: list[dict]) -> list[dict]:
     return [{**m, "role": "system"} if m["role"] == "developer" else m for m in out]
 
 
-class TransformersLLMStream(llm.LLMStream):
+class LocalLLMStream(llm.LLMStream):
     def __init__(
         self,
-        llm_: TransformersLLM,
+        llm_: LocalLLM,
         *,
         chat_ctx: llm.ChatContext,
         tools: list[llm.Tool],

@@ -11,14 +11,14 @@ from ...context import ContextOptions
 from ...models import off_the_loop
 from ...profile import Profile, ProfileError
 from .. import require_room_to_talk
-from .llm import TransformersLLM, TransformersLLMOptions
+from .llm import LocalLLM, LocalLLMOptions
 from .stt import FasterWhisperOptions, FasterWhisperSTT
 
 logger = logging.getLogger("voice_agent")
 
 
 class LiteModels:
-    def __init__(self, stt: FasterWhisperSTT, model: TransformersLLM) -> None:
+    def __init__(self, stt: FasterWhisperSTT, model: LocalLLM) -> None:
         self._stt = stt
         self._llm = model
 
@@ -34,10 +34,11 @@ async def load(
 ) -> LiteModels:
     lite = profile.lite
     stt = FasterWhisperSTT(FasterWhisperOptions(model=lite.stt_model, language=lite.stt_language))
-    model = TransformersLLM(
-        TransformersLLMOptions(
+    model = LocalLLM(
+        LocalLLMOptions(
             model=lite.llm_model,
             gguf_file=lite.llm_gguf_file,
+            runtime=lite.llm_runtime,
             max_new_tokens=lite.max_new_tokens,
             temperature=lite.temperature,
             repetition_penalty=lite.repetition_penalty,
