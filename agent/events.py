@@ -19,7 +19,6 @@ from livekit.agents.voice.events import (
     ConversationItemAddedEvent,
     ErrorEvent,
     FunctionToolsExecutedEvent,
-    MetricsCollectedEvent,
     UserStateChangedEvent,
 )
 from livekit.agents.voice.io import PlaybackStartedEvent
@@ -109,7 +108,8 @@ class EventLog:
         session.on("function_tools_executed", self._on_tools)
         session.on("agent_false_interruption", self._on_false_interruption)
         session.on("error", self._on_error)
-        session.on("metrics_collected", self._on_metrics)
+        if session.stt is not None:  # the plugin's own metrics: the session's are deprecated
+            session.stt.on("metrics_collected", self._on_stt_metrics)
 
     def write(self, kind: str, **fields: Any) -> None:
         record = {"type": kind, "t": round(self._timeline.now(), 3), **fields}
@@ -219,14 +219,11 @@ class EventLog:
             self.write("tool_call", **record)
             self.say("tool", f"{record['name']}({record['arguments']}) -> {record['output']}")
 
-    def _on_metrics(self, event: MetricsCollectedEvent) -> None:
-        if isinstance(event.metrics, STTMetrics):
-            self.write(
-                "stt",
-                audio_s=round(event.metrics.audio_duration, 3),
-                duration_s=round(event.metrics.duration, 3),
-            )
-            self.metrics["stt_s"].append(event.metrics.duration)
+    def _on_stt_metrics(self, metrics: STTMetrics) -> None:
+        self.write(
+            "stt", audio_s=round(metrics.audio_duration, 3), duration_s=round(metrics.duration, 3)
+        )
+        self.metrics["stt_s"].append(metrics.duration)
 
     def _on_false_interruption(self, event: AgentFalseInterruptionEvent) -> None:
         self.write("interruption", by="noise", resumed=event.resumed)

@@ -31,6 +31,9 @@ def test_the_speech_becomes_user_turns_with_transcripts(jfk_run):
     assert "country" in heard and "americans" in heard
     assert all(0 <= t["start"] < t["end"] <= 11.1 for t in turns)
     assert turns[0]["start"] < 0.5, "jfk starts speaking at once"
+    recognitions = [e for e in events if e["type"] == "stt"]
+    assert len(recognitions) >= len(turns), "each utterance's recognition is timed"
+    assert all(r["audio_s"] > 0 and r["duration_s"] > 0 for r in recognitions)
 
 
 def test_the_agent_answers_aloud_with_metrics(jfk_run):
