@@ -64,11 +64,16 @@ def conversation(minutes: float, speed: float) -> tuple[np.ndarray, int]:
     return np.concatenate(parts), turns
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+def rss_mb(pid: int) -> float | None:
+    """None once the process has ended: gone, or a zombie, which has no memory to report."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return None
+    for line in status.splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
+    return None
 
 
 async def dashboard(broker: Broker, base: str, seen: list[str], period_s: float) -> None:
@@ -117,10 +122,9 @@ async def soak(minutes: float, speed: float, warmup: float, max_context: int) ->
                 await asyncio.wait_for(agent.wait(), minute_wall / SAMPLES_PER_MINUTE)
             except TimeoutError:
                 minute = (time.monotonic() - started) / minute_wall
-                try:
-                    samples.append((round(minute, 3), round(rss_mb(agent.pid), 1)))
-                except FileNotFoundError:  # it has just ended
-                    continue
+                if (rss := rss_mb(agent.pid)) is None:
+                    continue  # it has just ended
+                samples.append((round(minute, 3), round(rss, 1)))
                 if len(samples) % SAMPLES_PER_MINUTE == 0:
                     last = [rss for _, rss in samples[-SAMPLES_PER_MINUTE:]]
                     print(

@@ -11,9 +11,10 @@ from tests.conftest import REPO, isolated
 
 def bench(*args: str, tmp_path) -> dict:
     out = tmp_path / "figures.json"
-    subprocess.run(
-        [sys.executable, *args, "--json", str(out)], cwd=REPO, check=True, capture_output=True
+    run = subprocess.run(
+        [sys.executable, *args, "--json", str(out)], cwd=REPO, capture_output=True, text=True
     )
+    assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(out.read_text())
 
 

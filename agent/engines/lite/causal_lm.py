@@ -7,6 +7,7 @@ import logging
 import shutil
 import tempfile
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ class PrefixCache:
         return PrefixCache(copy.deepcopy(self.cache), list(self.ids))
 
 
-class LocalLMRuntime:
+class LocalLMRuntime(ABC):
     """One model, shared by every conversation, used from one thread at a time.
 
     What every runtime shares: where the weights are, the model's own tokenizer and chat
@@ -42,10 +43,9 @@ class LocalLMRuntime:
 
     provider = "local"
 
-    def __init__(self, source: str, *, gguf_file: str = "", device: str = "cpu") -> None:
+    def __init__(self, source: str, *, gguf_file: str = "") -> None:
         self._source = source
         self._gguf_file = gguf_file
-        self._device = device
         self._tokenizer: Any = None
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
         """The one thread that generates, for every conversation in turn."""
@@ -56,9 +56,9 @@ class LocalLMRuntime:
         return self._source or "SmolLM2-135M-Instruct (bundled GGUF)"
 
     @property
+    @abstractmethod
     def context_window(self) -> int:
         """Tokens the model can attend to: prompt and reply together."""
-        raise NotImplementedError
 
     @property
     def template_supports_tools(self) -> bool:
@@ -80,8 +80,8 @@ class LocalLMRuntime:
             return bundled_smollm2_gguf()
         return Path(self._source, self._gguf_file) if self._gguf_file else None
 
-    def load(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def load(self) -> None: ...
 
     def render(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
         with self._rendering:  # sessions render on threads of their own; the tokenizer is one
@@ -93,6 +93,7 @@ class LocalLMRuntime:
     def decode(self, ids: list[int]) -> str:
         return str(self._tokenizer.decode(ids, skip_special_tokens=True))
 
+    @abstractmethod
     def generate(
         self,
         prompt_ids: list[int],
@@ -104,7 +105,7 @@ class LocalLMRuntime:
         temperature: float,
         repetition_penalty: float = 1.0,
     ) -> GenerationStats:
-        raise NotImplementedError
+        """Stream the reply to ``prompt_ids`` into ``on_text``, reusing what ``cache`` holds."""
 
 
 class TransformersRuntime(LocalLMRuntime):
@@ -113,7 +114,8 @@ class TransformersRuntime(LocalLMRuntime):
     provider = "transformers"
 
     def __init__(self, source: str, *, gguf_file: str = "", device: str = "cpu") -> None:
-        super().__init__(source, gguf_file=gguf_file, device=device)
+        super().__init__(source, gguf_file=gguf_file)
+        self._device = device
         self._model: Any = None
 
     @property

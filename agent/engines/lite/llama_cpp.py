@@ -90,7 +90,7 @@ class LlamaCppRuntime(LocalLMRuntime):
         """``cache`` is not used: llama.cpp keeps the last request's keys and values itself."""
         self.load()
         llama = self._llama
-        reused = min(common_prefix(llama.input_ids[: llama.n_tokens], prompt_ids), len(prompt_ids))
+        reused = common_prefix(llama.input_ids[: llama.n_tokens], prompt_ids)
         streamer = text_streamer(self._tokenizer, on_text)
         streamer.put(torch.tensor(prompt_ids))
         ends = {llama.token_eos(), self._tokenizer.eos_token_id}
