@@ -146,11 +146,10 @@ async def soak(minutes: float, speed: float, warmup: float, max_context: int) ->
         shutil.rmtree(folder, ignore_errors=True)
     after = np.array([(m, r) for m, r in samples if m >= warmup]).reshape(-1, 2)
     drift = float(np.polyfit(after[:, 0], after[:, 1], 1)[0]) * 60 if len(after) >= 3 else None
-    minutes_seen = np.floor(np.array([m for m, _ in samples]))
-    medians = [
-        (int(m), round(float(np.median([r for (t, r) in samples if int(t) == m])), 1))
-        for m in np.unique(minutes_seen)
-    ]
+    by_minute: dict[int, list[float]] = {}
+    for minute, rss in samples:
+        by_minute.setdefault(int(minute), []).append(rss)
+    medians = [(m, round(float(np.median(values)), 1)) for m, values in by_minute.items()]
     counts = events[-1]["counts"]
     return {
         "minutes": minutes,

@@ -34,6 +34,27 @@ class PrefixCache:
         return PrefixCache(copy.deepcopy(self.cache), list(self.ids))
 
 
+def derived_from(gguf: Path, what: str) -> Path:
+    """Where something made from ``gguf`` is kept, in the per-user cache."""
+    name = f"{gguf.stem}-{gguf.stat().st_size}" + (f"-{what}" if what else "")
+    return cache_dir() / "gguf" / name
+
+
+def kept(target: Path, write: Callable[[Path], object]) -> Path:
+    """``target``, written by ``write`` under a staging name and renamed when whole, so an
+    interrupted first run leaves nothing half-made behind."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent)) / "staging"
+    try:
+        write(staging)
+        if target.is_dir():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging.parent, ignore_errors=True)
+    return target
+
+
 class LocalLMRuntime(ABC):
     """One model, shared by every conversation, used from one thread at a time.
 
@@ -144,24 +165,23 @@ class TransformersRuntime(LocalLMRuntime):
     def _converted(self, folder: Path, gguf_file: str) -> Path:
         """GGUF de-quantisation takes ~30 s; it is done once and kept as safetensors."""
         gguf = folder / gguf_file
-        target = cache_dir() / "gguf" / f"{gguf.stem}-{gguf.stat().st_size}"
+        target = derived_from(gguf, "")
         if (target / "model.safetensors").is_file():
             return target
         logger.info("converting %s to safetensors (first run only, ~30 s)…", gguf.name)
         from safetensors.torch import save_model
 
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
-        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=target.parent))
-        model.config.quantization_config = None
-        model.config.save_pretrained(staging)
-        model.generation_config.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        save_model(model, str(staging / "model.safetensors"))
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-        return target
+        def write(staging: Path) -> None:
+            staging.mkdir()
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
+            model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file)
+            model.config.quantization_config = None
+            model.config.save_pretrained(staging)
+            model.generation_config.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            save_model(model, str(staging / "model.safetensors"))
+
+        return kept(target, write)
 
     def generate(
         self,

@@ -11,8 +11,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +21,8 @@ import torch
 from transformers import AutoTokenizer
 
 from ...generation import GenerationStats, common_prefix, text_streamer
-from ...models import ModelNotFoundError, cache_dir
-from .causal_lm import LocalLMRuntime, PrefixCache
+from ...models import ModelNotFoundError
+from .causal_lm import LocalLMRuntime, PrefixCache, derived_from, kept
 
 logger = logging.getLogger("voice_agent")
 
@@ -111,20 +109,12 @@ class LlamaCppRuntime(LocalLMRuntime):
         )
 
 
-def _cached(gguf: Path, what: str) -> Path:
-    return cache_dir() / "gguf" / f"{gguf.stem}-{gguf.stat().st_size}-{what}"
-
-
 def _tokenizer(gguf: Path) -> Any:
     """The GGUF's own tokenizer and chat template, read by Hugging Face (~5 s) and kept."""
-    folder = _cached(gguf, "tokenizer")
+    folder = derived_from(gguf, "tokenizer")
     if not (folder / "tokenizer_config.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=folder.parent))
-        tokenizer.save_pretrained(staging)
-        shutil.rmtree(folder, ignore_errors=True)
-        staging.rename(folder)
+        kept(folder, tokenizer.save_pretrained)
     return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
@@ -133,20 +123,22 @@ def _requantised(gguf: Path) -> Path:
     library_log = logging.getLogger("llama-cpp-python")  # llama.cpp's own, every tensor
     if library_log.level == logging.NOTSET:
         library_log.setLevel(logging.ERROR)
-    target = _cached(gguf, FAST_QUANTISATION.lower()).with_suffix(".gguf")
+    target = derived_from(gguf, f"{FAST_QUANTISATION.lower()}.gguf")
     if target.is_file():
         return target
     logger.info("requantising %s to %s (first run only)…", gguf.name, FAST_QUANTISATION)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_suffix(".partial")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
     params.allow_requantize = True
     params.nthread = os.cpu_count() or 1
-    if llama_cpp.llama_model_quantize(
-        str(gguf).encode(), str(staging).encode(), ctypes.byref(params)
-    ):
-        staging.unlink(missing_ok=True)
+
+    def write(staging: Path) -> None:
+        if llama_cpp.llama_model_quantize(
+            str(gguf).encode(), str(staging).encode(), ctypes.byref(params)
+        ):
+            raise OSError(f"llama.cpp could not requantise {gguf.name}")
+
+    try:
+        return kept(target, write)
+    except OSError:
         return gguf  # not worth failing over: the original runs too, only slower
-    staging.rename(target)
-    return target
