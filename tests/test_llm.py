@@ -1,22 +1,29 @@
 """The lite engine's language model: real SmolLM2 weights, streamed, with a reused prefix cache,
-on both runtimes (llama.cpp runs the GGUF as it is; transformers runs any HF model)."""
+on both runtimes (llama.cpp runs the GGUF as it is; transformers runs any HF model); and the
+default model, Qwen2.5-Coder-0.5B, calling the kiosk's tools."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from livekit.agents import llm
 
-from agent.engines.lite.llm import LocalLLM, LocalLLMOptions
+from agent.engines.lite.llm import LocalLLM, LocalLLMOptions, _offered_arguments
 from agent.models import ModelNotFoundError
+from agent.profile import load_profile
 from agent.tool_calls import FALLBACK_REPLY
-from tools import get_time
+from tools import get_time, get_world_time, resolve_tools
 
 SYSTEM = "You are a helpful voice assistant. Answer in one short sentence."
 
 
 @pytest.fixture(scope="module", params=["llama.cpp", "transformers"])
 def smollm(request: pytest.FixtureRequest) -> LocalLLM:
-    model = LocalLLM(LocalLLMOptions(max_new_tokens=24, runtime=request.param))
+    options = LocalLLMOptions(
+        model="SmolLM2-135M-Instruct", max_new_tokens=24, runtime=request.param
+    )
+    model = LocalLLM(options)
     model.load()
     return model
 
@@ -68,9 +75,9 @@ async def test_conversations_sharing_the_model_do_not_hear_each_other(smollm):
 
 
 def test_tools_are_rendered_into_the_prompt(smollm):
-    prompt = smollm.runtime.decode(smollm.render_prompt(conversation("Time?"), [get_time]))
-    assert '"name": "get_time"' in prompt and "IANA time zone" in prompt
-    assert prompt.index("get_time") < prompt.index("Time?"), "tools belong to the system turn"
+    prompt = smollm.runtime.decode(smollm.render_prompt(conversation("Time?"), [get_world_time]))
+    assert '"name": "get_world_time"' in prompt and "IANA time zone" in prompt
+    assert prompt.index("get_world_time") < prompt.index("Time?"), "tools belong to the system turn"
 
 
 def test_a_past_tool_call_and_result_stay_in_the_history(smollm):
@@ -98,3 +105,63 @@ def test_llama_cpp_asks_for_a_gguf_file(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ModelNotFoundError, match="llm_gguf_file"):
         LocalLLM(LocalLLMOptions(model=str(tmp_path), runtime="llama.cpp")).load()
+
+
+@pytest.fixture(scope="module")
+def default_model() -> LocalLLM:
+    model = LocalLLM(LocalLLMOptions(max_new_tokens=48, tool_answers="tool"))
+    model.load()
+    return model
+
+
+def kiosk_turn(text: str) -> tuple[llm.ChatContext, list[llm.Tool | llm.Toolset]]:
+    profile = load_profile("kiosk")
+    ctx = llm.ChatContext()
+    ctx.add_message(role="system", content=profile.instructions())
+    ctx.add_message(role="user", content=text)
+    return ctx, resolve_tools(profile.tools)
+
+
+@pytest.mark.parametrize(
+    "request_, call",
+    [
+        ("Turn on the lamp.", ("set_device", {"device": "lamp", "state": "on"})),
+        ("What's the time?", ("get_time", {})),
+        ("What's 1234 plus 5678?", ("calculate", {"expression": "1234 + 5678"})),
+    ],
+)
+async def test_the_default_model_calls_the_kiosk_tools(default_model, request_, call):
+    ctx, tools = kiosk_turn(request_)
+    calls = []
+    async for chunk in default_model.chat(chat_ctx=ctx, tools=tools):
+        calls += chunk.delta.tool_calls if chunk.delta else []
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [call]
+
+
+async def test_after_a_tool_call_the_tools_own_sentence_is_the_reply(default_model):
+    ctx, tools = kiosk_turn("Turn on the lamp, then tell me the time.")
+    for n, (name, output, failed) in enumerate(
+        [("set_device", "lamp set to on.", False), ("get_time", "the clock is unset", True)]
+    ):
+        ctx.insert(llm.FunctionCall(call_id=f"c{n}", name=name, arguments="{}"))
+        ctx.insert(
+            llm.FunctionCallOutput(call_id=f"c{n}", name=name, output=output, is_error=failed)
+        )
+    pieces, usage = await reply(default_model, ctx, tools)
+    assert "".join(pieces) == "lamp set to on. Sorry, the clock is unset"
+    assert usage is None, "no generation: the model is not asked to reword it"
+
+
+def test_past_calls_reach_the_template_as_objects_and_schemas_without_titles(default_model):
+    ctx, tools = kiosk_turn("Turn on the lamp.")
+    ctx.insert(llm.FunctionCall(call_id="c1", name="set_device", arguments='{"device": "lamp"}'))
+    ctx.insert(llm.FunctionCallOutput(call_id="c1", name="set_device", output="ok", is_error=False))
+    prompt = default_model.runtime.decode(default_model.render_prompt(ctx, tools))
+    assert '"arguments": {"device": "lamp"}' in prompt, "not quoted a second time"
+    assert '"title"' not in prompt and '"properties": {"device"' in prompt
+
+
+def test_schema_words_a_model_copies_into_its_arguments_are_dropped():
+    arguments = '{"device": "lamp", "state": "on", "type": "object", "required": ["device"]}'
+    kept = json.loads(_offered_arguments("set_device", arguments, resolve_tools(["set_device"])))
+    assert kept == {"device": "lamp", "state": "on"}

@@ -94,5 +94,5 @@ async def test_a_prompt_larger_than_the_model_reads_is_refused_before_it_is_read
     words = " ".join(["museum", "guide", "lamp", "door"] * 12_000)  # ~48,000 tokens
     (tmp_path / "big.txt").write_text(words)
     (tmp_path / "big.toml").write_text('name = "big"\nprompt_file = "big.txt"\n')
-    with pytest.raises(ProfileError, match=r"the prompt and tools are [\d,]+ tokens.*8,192"):
+    with pytest.raises(ProfileError, match=r"the prompt and tools are [\d,]+ tokens.*32,768"):
         await SessionFactory.load(load_profile(str(tmp_path / "big.toml")))

@@ -12,7 +12,7 @@ from datetime import datetime
 from livekit.agents import llm
 
 from tests.scripted import ScriptedToolModel, converse, spoken
-from tools import get_time
+from tools import get_time, get_world_time
 
 
 async def test_a_time_question_runs_get_time_and_speaks_its_answer(tmp_path):
@@ -36,11 +36,11 @@ async def test_a_time_question_runs_get_time_and_speaks_its_answer(tmp_path):
     assert summary["counts"]["tool_call"] == 1 and summary["agent_speech_s"] > 1.0
 
 
-async def test_get_time_reads_other_zones_and_refuses_unknown_ones():
-    tokyo = await get_time("Asia/Tokyo")
-    assert re.search(r"\d{2}:\d{2} JST$", tokyo)
+async def test_the_time_is_a_sentence_here_and_in_other_zones_and_unknown_zones_are_refused():
+    assert re.fullmatch(r"It is \d{2}:\d{2} \w+ on \w+ \d{2} \w+ \d{4}\.", await get_time())
+    assert re.search(r"\d{2}:\d{2} JST on", await get_world_time("Asia/Tokyo"))
     try:
-        await get_time("Mars/Olympus")
+        await get_world_time("Mars/Olympus")
     except llm.ToolError as e:
         assert "Mars/Olympus" in e.message
     else:

@@ -46,12 +46,14 @@ async def test_calculator_errors_reach_the_model_as_a_short_message():
         await calculate("__import__('os')")
     with pytest.raises(ToolError, match="division by zero"):
         await calculate("1 / 0")
-    assert await calculate("6 * 7") == "6 * 7 = 42"
+    assert await calculate("6 * 7 * 1000") == "That makes 42,000."
 
 
-async def test_units_convert_and_refuse_nonsense():
-    assert await convert_units(5, "mile", "km") == "5 mile is 8.04672 km"
-    assert await convert_units(212, "degF", "degC") == "212 degF is 100 degC"
+async def test_units_convert_into_a_sentence_to_read_aloud_and_refuse_nonsense():
+    assert await convert_units(5, "mile", "km") == "5 mile is 8.05 kilometer."
+    assert await convert_units(212, "Fahrenheit", "degree Celsius") == (
+        "212 degree Fahrenheit is 100 degree Celsius."
+    )
     with pytest.raises(ToolError, match="cannot be converted"):
         await convert_units(1, "kg", "meter")
     with pytest.raises(ToolError, match="Unknown unit"):
@@ -96,7 +98,8 @@ async def test_a_tool_that_hangs_or_raises_becomes_a_short_message():
 
 def test_every_tool_has_a_schema_from_its_signature_and_docstring():
     assert set(TOOLS) == {
-        "get_time", "calculate", "convert_units", "set_timer", "set_reminder", "list_timers",
+        "get_time", "get_world_time", "calculate", "convert_units", "set_timer", "set_reminder",
+        "list_timers",
         "cancel_timer", "set_device", "get_device_state", "end_conversation",
     }  # fmt: skip
     for tool in TOOLS.values():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from livekit.agents import llm
 
 from .calculator import calculate
-from .clock import get_time
+from .clock import get_time, get_world_time
 from .conversation import end_conversation
 from .devices import get_device_state, set_device
 from .timers import cancel_timer, list_timers, set_reminder, set_timer
@@ -15,6 +15,7 @@ TOOLS: dict[str, llm.FunctionTool] = {
     tool.info.name: tool
     for tool in (
         get_time,
+        get_world_time,
         calculate,
         convert_units,
         set_timer,

@@ -89,4 +89,4 @@ async def calculate(expression: str) -> str:
         result = evaluate(expression)
     except (ValueError, ZeroDivisionError, OverflowError, TypeError) as e:
         raise ToolError(f"Cannot calculate that: {e}") from None
-    return f"{expression} = {result:.10g}"
+    return f"That makes {result:,.10g}."  # read aloud as it is: no symbols to spell out

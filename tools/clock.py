@@ -1,4 +1,8 @@
-"""The local date and time, optionally in another IANA time zone."""
+"""The date and time here, and in other IANA time zones.
+
+Two tools, not one with an optional zone: a model under 1 B fills in every parameter it is
+offered, so with one tool it gave the local time a zone of its own choosing (bench/tools.py).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,24 @@ from livekit.agents import ToolError, function_tool
 
 
 @function_tool
-async def get_time(timezone: str | None = None) -> str:
-    """Get the current date and time.
+async def get_time() -> str:
+    """Get the current date and time here."""
+    return _spoken(datetime.now().astimezone())
+
+
+@function_tool
+async def get_world_time(timezone: str) -> str:
+    """Get the current date and time in another place.
 
     Args:
-        timezone: IANA time zone such as "Europe/Paris"; omit it for the local time.
+        timezone: The place's IANA time zone, such as "Asia/Tokyo".
     """
     try:
-        zone = ZoneInfo(timezone) if timezone else None
+        zone = ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ToolError(f"unknown time zone {timezone!r}") from None
-    now = datetime.now(zone).astimezone(zone)
-    return now.strftime("%A %d %B %Y, %H:%M %Z").strip()
+    return _spoken(datetime.now(zone))
+
+
+def _spoken(now: datetime) -> str:
+    return now.strftime("It is %H:%M %Z on %A %d %B %Y.").replace("  ", " ")

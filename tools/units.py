@@ -9,7 +9,7 @@ from livekit.agents import ToolError, function_tool
 
 from .guard import guarded
 
-_registry: Any = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
+UNITS: Any = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
 
 
 @function_tool
@@ -23,9 +23,26 @@ async def convert_units(value: float, from_unit: str, to_unit: str) -> str:
         to_unit: The unit wanted, such as "km", "degC", "pound", "ml".
     """
     try:
-        result = _registry.Quantity(value, from_unit).to(to_unit)
+        given = UNITS.Quantity(value, pint_unit(from_unit))
+        result = given.to(pint_unit(to_unit))
     except pint.errors.DimensionalityError:
         raise ToolError(f"{from_unit} cannot be converted to {to_unit}") from None
     except (pint.errors.UndefinedUnitError, AttributeError, ValueError) as e:
         raise ToolError(f"Unknown unit: {e}") from None
-    return f"{value:g} {from_unit} is {result.magnitude:.6g} {to_unit}"
+    return f"{_spoken(given)} is {_spoken(result)}."
+
+
+def pint_unit(spelled: str) -> str:
+    """The unit as pint knows it: "degree Celsius" and "Fahrenheit" as well as "degC"."""
+    for guess in (spelled, spelled.strip().replace(" ", "_"), spelled.strip().lower()):
+        if guess in UNITS:
+            return guess
+    return spelled
+
+
+def _spoken(quantity: Any) -> str:
+    """As a synthesizer should read it: three significant figures and the unit's full name
+    ("42.2 kilometer", "37.8 degree Celsius"), not its symbol."""
+    number = float(f"{quantity.magnitude:.3g}")
+    name = f"{quantity.units}".replace("_", " ")
+    return f"{number:,.10g} {name}"

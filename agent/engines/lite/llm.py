@@ -46,6 +46,8 @@ class LocalLLMOptions:
     temperature: float = 0.0
     """0 decodes greedily."""
     repetition_penalty: float = 1.0
+    tool_answers: Literal["tool", "model"] = "model"
+    """"tool": after tool calls, their outputs are the reply, without asking the model."""
     device: str = "cpu"
     context: ContextOptions = field(default_factory=ContextOptions)
 
@@ -148,9 +150,9 @@ class LocalLLM(llm.LLM):
         """Token ids of the conversation, rendered by the model's own chat template."""
         self._runtime.load()
         messages, _ = chat_ctx.to_provider_format("openai", inject_dummy_user_message=False)
-        schemas = llm.ToolContext(tools).parse_function_tools("openai", strict=False)
+        schemas = _untitled(llm.ToolContext(tools).parse_function_tools("openai", strict=False))
         if self._runtime.template_supports_tools:
-            return self._runtime.render(messages, tools=schemas or None)
+            return self._runtime.render(_calls_as_objects(messages), tools=schemas or None)
         return self._runtime.render(_inline_tools(messages, schemas))
 
     async def generate(
@@ -182,6 +184,66 @@ def _system_turn(instructions: str) -> llm.ChatContext:
     chat_ctx = llm.ChatContext()
     chat_ctx.add_message(role="system", content=instructions)
     return chat_ctx
+
+
+def _untitled(schema: Any) -> Any:
+    """The schemas without pydantic's ``title`` entries, which small models copy into their
+    calls' arguments as if they were parameters."""
+    if isinstance(schema, list):
+        return [_untitled(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    kept = {key: _untitled(value) for key, value in schema.items() if key != "title"}
+    if isinstance(properties := schema.get("properties"), dict):  # names, not keywords
+        kept["properties"] = {name: _untitled(value) for name, value in properties.items()}
+    return kept
+
+
+def _calls_as_objects(messages: list[dict]) -> list[dict]:
+    """Earlier calls' arguments as objects, as chat templates expect: OpenAI's format holds
+    them as JSON text, which a template would quote a second time (and the model copy)."""
+    out = []
+    for message in messages:
+        if calls := message.get("tool_calls"):
+            calls = [
+                {
+                    **c,
+                    "function": {
+                        **c["function"],
+                        "arguments": json.loads(c["function"]["arguments"] or "{}"),
+                    },
+                }
+                for c in calls
+            ]
+            message = {**message, "tool_calls": calls}
+        out.append(message)
+    return out
+
+
+def _tool_outputs(chat_ctx: llm.ChatContext) -> list[str]:
+    """The outputs of the calls the model has just made, if they are what the request ends
+    with; an error is said as an apology."""
+    outputs: list[str] = []
+    for item in reversed(chat_ctx.items):
+        if isinstance(item, llm.FunctionCall):
+            continue
+        if not isinstance(item, llm.FunctionCallOutput):
+            break
+        outputs.insert(0, f"Sorry, {item.output}" if item.is_error else item.output)
+    return outputs
+
+
+def _offered_arguments(name: str, arguments: str, tools: Sequence[llm.Tool]) -> str:
+    """The call's arguments less any the tool does not take: small models copy schema words
+    (``type``, ``required``) into their calls, and the tool would refuse them all."""
+    schemas = llm.ToolContext(list(tools)).parse_function_tools("openai", strict=False)
+    taken = next(
+        (s["function"]["parameters"] for s in schemas if s["function"]["name"] == name), None
+    )
+    given = json.loads(arguments)
+    if taken is None or not isinstance(given, dict):
+        return arguments
+    return json.dumps({k: v for k, v in given.items() if k in taken.get("properties", {})})
 
 
 def _inline_tools(messages: list[dict], schemas: list[dict]) -> list[dict]:
@@ -220,6 +282,11 @@ class LocalLLMStream(llm.LLMStream):
 
     async def _run(self) -> None:
         request_id = uuid.uuid4().hex
+        if self._engine.options.tool_answers == "tool" and (
+            outputs := _tool_outputs(self._chat_ctx)
+        ):
+            self._send(request_id, " ".join(outputs))
+            return
         cancelled = threading.Event()  # set when the session closes the stream
         prompt_ids, trim = await asyncio.to_thread(
             self._engine.prepare, self._chat_ctx, self._tools
@@ -241,7 +308,9 @@ class LocalLLMStream(llm.LLMStream):
                         role="assistant",
                         tool_calls=[
                             llm.FunctionToolCall(
-                                name=c.name, arguments=c.arguments, call_id=uuid.uuid4().hex[:12]
+                                name=c.name,
+                                arguments=_offered_arguments(c.name, c.arguments, self._tools),
+                                call_id=uuid.uuid4().hex[:12],
                             )
                             for c in calls
                         ],

@@ -42,6 +42,7 @@ async def load(
             max_new_tokens=lite.max_new_tokens,
             temperature=lite.temperature,
             repetition_penalty=lite.repetition_penalty,
+            tool_answers=lite.tool_answers,
             context=ContextOptions(**profile.context.model_dump()),
         )
     )
