@@ -25,11 +25,14 @@ sys.path.insert(0, str(REPO))
 from agent.engines.lite.llm import LocalLLM, LocalLLMOptions  # noqa: E402
 
 RUNTIMES = ("llama.cpp", "transformers")
+MODEL = "SmolLM2-135M-Instruct"
+"""The small bundled model: transformers would spend minutes de-quantising the default one."""
 SYSTEM = "You are a helpful voice assistant."
 
 
 async def measure(runtime: str, requests: int) -> dict[str, float]:
-    model = LocalLLM(LocalLLMOptions(max_new_tokens=48, runtime=runtime))  # type: ignore[arg-type]
+    options = LocalLLMOptions(model=MODEL, max_new_tokens=48, runtime=runtime)  # type: ignore[arg-type]
+    model = LocalLLM(options)
     await asyncio.to_thread(model.load)
     firsts, rates = [], []
     for i in range(requests):

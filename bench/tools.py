@@ -1,9 +1,10 @@
 """Which CPU model uses its tools: the kiosk's requests, each model's tool calls and answers.
 
-    .venv/bin/python bench/tools.py [--model NAME=GGUF ...] [--json PATH]
+    .venv/bin/python bench/tools.py [--model NAME=GGUF ...] [--requests N] [--json PATH]
 
-Every request is a new conversation with the kiosk profile's prompt and all ten of its tools,
-as the lite engine renders it (the model's own chat template, llama.cpp). A request scores a
+Every request is a new conversation with the kiosk profile's prompt and all eleven of its
+tools, as the lite engine renders it (the model's own chat template, llama.cpp), asked once
+as the first turn and once after a greeting answered in words. A request scores a
 *call* when the model's first reply calls the right tool with arguments that do the job (the
 calculator's expression is evaluated, the units converted), and an *answer* when, given that
 tool's output, the model then says the result aloud: the figure or state, and no markup.
@@ -213,9 +214,17 @@ async def _tool_output(case: Case, args: Args) -> str:
         return f"error: {e}"
 
 
-async def run_case(model: LocalLLM, instructions: str, tools: list[Any], case: Case) -> Outcome:
+SMALL_TALK = ("Hello there, can you hear me?", "Yes, I can hear you. How can I help?")
+
+
+async def run_case(
+    model: LocalLLM, instructions: str, tools: list[Any], case: Case, *, small_talk: bool
+) -> Outcome:
     ctx = llm.ChatContext()
     ctx.add_message(role="system", content=instructions)
+    if small_talk:  # the request as a second turn, after a greeting answered in words
+        ctx.add_message(role="user", content=SMALL_TALK[0])
+        ctx.add_message(role="assistant", content=SMALL_TALK[1])
     ctx.add_message(role="user", content=case.request)
     started = time.perf_counter()
     text, calls = await _reply(model, ctx, tools)
@@ -241,7 +250,7 @@ async def run_case(model: LocalLLM, instructions: str, tools: list[Any], case: C
     )
 
 
-async def evaluate_model(name: str, gguf: Path) -> dict[str, Any]:
+async def evaluate_model(name: str, gguf: Path, cases: list[Case]) -> dict[str, Any]:
     profile = load_profile("kiosk")
     instructions, tools = profile.instructions(), resolve_tools(profile.tools)
     model = LocalLLM(
@@ -251,9 +260,10 @@ async def evaluate_model(name: str, gguf: Path) -> dict[str, Any]:
     )
     await asyncio.to_thread(model.load)
     await model.warm(instructions, tools)
-    outcomes = []
-    for case in CASES:
-        outcome = await run_case(model, instructions, tools, case)
+    outcomes, later = [], []
+    for case in cases:
+        later.append(await run_case(model, instructions, tools, case, small_talk=True))
+        outcome = await run_case(model, instructions, tools, case, small_talk=False)
         mark = ("call ✓" if outcome.call_ok else "call ✗") + (
             " answer ✓" if outcome.answer_ok else " answer ✗"
         )
@@ -267,6 +277,7 @@ async def evaluate_model(name: str, gguf: Path) -> dict[str, Any]:
     return {
         "calls_correct": sum(o.call_ok for o in outcomes),
         "answers_correct": sum(o.answer_ok for o in outcomes),
+        "calls_correct_after_small_talk": sum(o.call_ok for o in later),
         "requests": len(outcomes),
         "first_reply_s": round(statistics.median(o.first_reply_s for o in outcomes), 3),
         "outcomes": [o.__dict__ for o in outcomes],
@@ -289,16 +300,19 @@ def main() -> None:
         default=[],
         help="NAME=GGUF to measure (repeatable); default: the shipped models",
     )
+    parser.add_argument("--requests", type=int, default=len(CASES), help="the first N only")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     models = args.model or [(name, find()) for name, find in BUNDLED_LLMS.items()]
-    report = {name: asyncio.run(evaluate_model(name, gguf)) for name, gguf in models}
-    header = f"{'model':<28} {'tool calls':>11} {'answers worded by the model':>28}"
-    print(f"{header} {'first reply s':>14}")
+    cases = CASES[: args.requests]
+    report = {name: asyncio.run(evaluate_model(name, gguf, cases)) for name, gguf in models}
+    header = f"{'model':<28} {'tool calls':>11} {'after small talk':>17}"
+    print(f"{header} {'answers worded by the model':>28} {'first reply s':>14}")
     for name, row in report.items():
         n = row["requests"]
         print(
             f"{name:<28} {row['calls_correct']:>4}/{n} {row['calls_correct'] / n:>4.0%} "
+            f"{row['calls_correct_after_small_talk']:>14}/{n} "
             f"{row['answers_correct']:>23}/{n} {row['first_reply_s']:>14.3f}"
         )
     if args.json:

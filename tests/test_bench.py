@@ -62,3 +62,11 @@ def test_the_llm_bench_times_both_runtimes_on_the_same_requests(tmp_path):
     for runtime in ("llama.cpp", "transformers"):
         assert figures[runtime]["requests"] == 2, "the warm-up request is left out"
         assert figures[runtime]["first_token_s"] > 0 and figures[runtime]["decode_tokens_per_s"] > 0
+
+
+def test_the_tool_bench_scores_each_shipped_model_on_the_same_requests(tmp_path):
+    figures = bench("bench/tools.py", "--requests", "2", tmp_path=tmp_path)
+    assert set(figures) == {"Qwen2.5-Coder-0.5B-Instruct", "SmolLM2-135M-Instruct"}
+    qwen = figures["Qwen2.5-Coder-0.5B-Instruct"]
+    assert qwen["requests"] == 2 and qwen["calls_correct"] == 2, "both ask the time: get_time"
+    assert [o["called"] for o in qwen["outcomes"]] == ["get_time", "get_time"]
