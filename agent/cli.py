@@ -81,6 +81,9 @@ def _profile(args: argparse.Namespace) -> Profile:
         profile = profile.model_copy(update={"context": context})
     if args.model:
         profile = profile.with_model(args.model)
+    if args.turn_detector:
+        endpointing = profile.endpointing.model_copy(update={"turn_detector": args.turn_detector})
+        profile = profile.model_copy(update={"endpointing": endpointing})
     return profile
 
 
@@ -221,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
             type=_number_in(*MAX_CONTEXT_RANGE, kind=int),
             metavar="TOKENS",
             help="the conversation's window in tokens (lite engine; default: the model's own)",
+        )
+        p.add_argument(
+            "--turn-detector",
+            choices=("smart-turn", "vad"),
+            help="how the end of a turn is told (default: the profile's, smart-turn)",
         )
 
     run = commands.add_parser("run-file", help="answer a recorded conversation")

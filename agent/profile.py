@@ -32,6 +32,9 @@ class VADSettings(_Section):
 
 
 class EndpointingSettings(_Section):
+    turn_detector: Literal["smart-turn", "vad"] = "smart-turn"
+    """"smart-turn": an end-of-turn model on the audio picks min_delay (the turn sounds
+    finished) or max_delay; "vad": always min_delay after the VAD's end of speech."""
     min_delay: float = Field(0.5, ge=0, le=10)
     max_delay: float = Field(3.0, ge=0, le=30)
 

@@ -14,12 +14,14 @@ from livekit.agents import Agent, AgentSession, TurnHandlingOptions, llm
 from livekit.agents.voice.events import AgentEvent, EventTypes
 
 from audio import Pyttsx3Options, Pyttsx3TTS, WebRTCVAD, WebRTCVADOptions
+from audio.turn import SmartTurnDetector, SmartTurnModel
 from tools import resolve_tools
 from tools.devices import DeviceGateway
 from tools.mqtt import MqttBridge, MqttSettings
 from tools.services import AgentServices
 
 from .engines import LoadedEngine, load_engine
+from .models import bundled_smart_turn, off_the_loop
 from .profile import Profile, ProfileError
 
 
@@ -54,11 +56,14 @@ class SessionFactory:
         instructions: str,
         tools: list[llm.Tool | llm.Toolset],
         engine: LoadedEngine,
+        turn_model: SmartTurnModel | None = None,
     ) -> None:
         self.profile = profile
         self.instructions = instructions
         self.tools = tools
         self.engine = engine
+        self.turn_model = turn_model
+        """Shared by every session's turn detector; None when the profile uses the VAD's."""
 
     @classmethod
     async def load(cls, profile: Profile) -> SessionFactory:
@@ -72,7 +77,11 @@ class SessionFactory:
             await Pyttsx3TTS(Pyttsx3Options(language=profile.voice.language)).voice()
         except ValueError as e:
             raise ProfileError(f"profile {profile.name!r}: {e}") from None
-        factory = cls(profile, instructions, tools, await load_engine(profile, instructions, tools))
+        turn_model = None
+        if profile.endpointing.turn_detector == "smart-turn":
+            turn_model = await off_the_loop(lambda: SmartTurnModel(bundled_smart_turn()))
+        engine = await load_engine(profile, instructions, tools)
+        factory = cls(profile, instructions, tools, engine, turn_model)
         gc.freeze()  # models and libraries stay for good: collections need not walk them
         return factory
 
@@ -89,7 +98,7 @@ class SessionFactory:
                 Pyttsx3Options(language=profile.voice.language, rate=profile.voice.rate)
             ),
             turn_handling=TurnHandlingOptions(
-                turn_detection="vad",
+                turn_detection=SmartTurnDetector(self.turn_model) if self.turn_model else "vad",
                 endpointing={
                     "mode": "fixed",
                     "min_delay": profile.endpointing.min_delay,

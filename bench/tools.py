@@ -8,7 +8,9 @@ as the first turn and once after a greeting answered in words. A request scores 
 *call* when the model's first reply calls the right tool with arguments that do the job (the
 calculator's expression is evaluated, the units converted), and an *answer* when, given that
 tool's output, the model then says the result aloud: the figure or state, and no markup.
-Stateless tools run for real; timers and devices are given the text those tools return.
+Stateless tools run for real; timers and devices are given the text those tools return. Six
+requests that no tool answers (a greeting, general knowledge, the way out) count the calls a
+model makes that it should not.
 Without ``--model``, every model the lite engine ships is measured.
 """
 
@@ -182,6 +184,18 @@ CASES = [
     ),
     Case("Open the door.", "set_device", _switches("door", "open"), r"open", "door set to open."),
 ]
+CHAT = [
+    Case(request, "", lambda a: True, r"\w")
+    for request in (
+        "Hello there, can you hear me?",
+        "What is the capital of France?",
+        "Who wrote Hamlet?",
+        "Tell me a joke.",
+        "How are you today?",
+        "Can you help me find the exit?",
+    )
+]
+"""Requests no tool answers: a call is a wrong call."""
 MARKUP = re.compile(r"<|\{|\*|#")
 
 
@@ -231,6 +245,16 @@ async def run_case(
     first_reply_s = time.perf_counter() - started
     call = next((c for c in calls if c.name == case.tool), calls[0] if calls else None)
     args: Args = json.loads(call.arguments or "{}") if call else {}
+    if not case.tool:
+        return Outcome(
+            case.request,
+            call.name if call else "",
+            args,
+            call is None,
+            text,
+            call is None and bool(text) and not MARKUP.search(text),
+            first_reply_s,
+        )
     call_ok = call is not None and call.name == case.tool and case.arguments_do_the_job(args)
     answer, answer_ok = text, False
     if call_ok and call is not None:
@@ -260,10 +284,11 @@ async def evaluate_model(name: str, gguf: Path, cases: list[Case]) -> dict[str, 
     )
     await asyncio.to_thread(model.load)
     await model.warm(instructions, tools)
-    outcomes, later = [], []
+    first: list[Outcome] = []
+    later: list[Outcome] = []
     for case in cases:
         later.append(await run_case(model, instructions, tools, case, small_talk=True))
-        outcome = await run_case(model, instructions, tools, case, small_talk=False)
+        first.append(outcome := await run_case(model, instructions, tools, case, small_talk=False))
         mark = ("call ✓" if outcome.call_ok else "call ✗") + (
             " answer ✓" if outcome.answer_ok else " answer ✗"
         )
@@ -272,15 +297,23 @@ async def evaluate_model(name: str, gguf: Path, cases: list[Case]) -> dict[str, 
             f"{json.dumps(outcome.arguments)} | {outcome.answer[:70]!r}",
             file=sys.stderr,
         )
-        outcomes.append(outcome)
     model.runtime.worker.shutdown()
+    tool_cases = [i for i, case in enumerate(cases) if case.tool]
+    chat_cases = [i for i, case in enumerate(cases) if not case.tool]
+
+    def right(outcomes: list[Outcome], which: list[int]) -> int:
+        return sum(outcomes[i].call_ok for i in which)
+
     return {
-        "calls_correct": sum(o.call_ok for o in outcomes),
-        "answers_correct": sum(o.answer_ok for o in outcomes),
-        "calls_correct_after_small_talk": sum(o.call_ok for o in later),
-        "requests": len(outcomes),
-        "first_reply_s": round(statistics.median(o.first_reply_s for o in outcomes), 3),
-        "outcomes": [o.__dict__ for o in outcomes],
+        "requests": len(tool_cases),
+        "calls_correct": right(first, tool_cases),
+        "calls_correct_after_small_talk": right(later, tool_cases),
+        "answers_correct": sum(first[i].answer_ok for i in tool_cases),
+        "chat_requests": len(chat_cases),
+        "chat_without_calls": right(first, chat_cases),
+        "chat_without_calls_after_small_talk": right(later, chat_cases),
+        "first_reply_s": round(statistics.median(o.first_reply_s for o in first), 3),
+        "outcomes": [o.__dict__ for o in first],
     }
 
 
@@ -300,20 +333,22 @@ def main() -> None:
         default=[],
         help="NAME=GGUF to measure (repeatable); default: the shipped models",
     )
-    parser.add_argument("--requests", type=int, default=len(CASES), help="the first N only")
+    parser.add_argument("--requests", type=int, default=len(CASES), help="the first N of each list")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     models = args.model or [(name, find()) for name, find in BUNDLED_LLMS.items()]
-    cases = CASES[: args.requests]
+    cases = CASES[: args.requests] + CHAT[: args.requests]
     report = {name: asyncio.run(evaluate_model(name, gguf, cases)) for name, gguf in models}
-    header = f"{'model':<28} {'tool calls':>11} {'after small talk':>17}"
-    print(f"{header} {'answers worded by the model':>28} {'first reply s':>14}")
     for name, row in report.items():
-        n = row["requests"]
+        n, chat = row["requests"], row["chat_requests"]
         print(
-            f"{name:<28} {row['calls_correct']:>4}/{n} {row['calls_correct'] / n:>4.0%} "
-            f"{row['calls_correct_after_small_talk']:>14}/{n} "
-            f"{row['answers_correct']:>23}/{n} {row['first_reply_s']:>14.3f}"
+            f"{name}: the right tool call for {row['calls_correct']}/{n} "
+            f"({row['calls_correct'] / n:.0%}) as the first turn, "
+            f"{row['calls_correct_after_small_talk']}/{n} after small talk; no call for "
+            f"{row['chat_without_calls']}/{chat} other requests "
+            f"({row['chat_without_calls_after_small_talk']}/{chat} after small talk); "
+            f"{row['answers_correct']}/{n} results worded by the model; "
+            f"first reply {row['first_reply_s']:.3f} s (median)"
         )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,8 @@ from prompts import PromptError, load_prompt
 def test_the_desktop_profile_sets_every_turn_taking_option():
     profile = load_profile("desktop")
     assert profile.engine == "lite" and profile.tools == ["get_time"]
-    assert profile.vad.min_silence_s == 0.3 and profile.endpointing.min_delay == 0.5
+    assert profile.vad.min_silence_s == 0.3 and profile.endpointing.turn_detector == "smart-turn"
+    assert (profile.endpointing.min_delay, profile.endpointing.max_delay) == (0.3, 1.5)
     assert profile.interruption.enabled and profile.voice.language == "en"
     assert "voice assistant" in load_prompt(profile.prompt)
 
@@ -32,6 +33,7 @@ def test_a_profile_file_can_override_any_part(tmp_path):
         ('name = "x"\nprompt = "desktop"\n[vad]\nframe_ms = 25\n', "vad.frame_ms"),
         ('name = "x"\nprompt = \n', "not valid TOML"),
         ('name = "x"\nprompt = "desktop"\n[endpointing]\nmin_delay = inf\n', "finite number"),
+        ('name = "x"\nprompt = "desktop"\n[endpointing]\nturn_detector = "ml"\n', "turn_detector"),
         ('name = "x"\nprompt = "desktop"\n[vad]\nmin_silence_s = nan\n', "finite number"),
         ('name = "x"\nprompt = "desktop"\n[endpointing]\nmax_delay = 1e9\n', "less than or"),
         ('name = "x"\n', "either prompt"),
@@ -43,6 +45,7 @@ def test_a_profile_file_can_override_any_part(tmp_path):
         "bad-value",
         "bad-toml",
         "infinite",
+        "unknown-turn-detector",
         "not-a-number",
         "out-of-range",
         "no-prompt",

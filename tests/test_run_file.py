@@ -48,9 +48,12 @@ def test_the_agent_answers_aloud_with_metrics(jfk_run):
         first_half_second = agent[int(reply["start"] * RATE) : int((reply["start"] + 0.5) * RATE)]
         level = 20 * np.log10(np.sqrt(np.mean(first_half_second.astype(np.float64) ** 2)) / 32768)
         assert level > -40, f"reply at {reply['start']} s should be audible"
-    metrics = answered[-1]["metrics"]
-    assert set(metrics) == {"eou_delay_s", "ttft_s", "ttfb_s", "e2e_latency_s"}
-    assert all(value is not None and value > 0 for value in metrics.values()), metrics
+    assert all(
+        set(r["metrics"]) == {"eou_delay_s", "ttft_s", "ttfb_s", "e2e_latency_s"} for r in replies
+    )
+    # a reply to a speech end an earlier (interrupted) reply already answered has no e2e
+    timed = [r["metrics"] for r in replies if r["metrics"]["e2e_latency_s"] is not None]
+    assert timed and all(value > 0 for value in timed[-1].values()), replies
 
 
 def test_the_conversation_is_written_on_one_timeline(jfk_run):

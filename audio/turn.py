@@ -1,0 +1,172 @@
+"""Smart Turn v3.2: whether the user has finished their turn, judged from the sound of it.
+
+A fixed endpointing delay waits as long after "What time is it?" as after "I'd like to…"; an
+end-of-turn model on the audio (intonation, a trailing word) lets a finished sentence commit at
+once and keeps waiting through a pause in the middle of one. The model (8.7 MB ONNX, int8,
+BSD-2-Clause, Daily) is Whisper-tiny's encoder with a classifier; it reads the last 8 s at
+16 kHz as Whisper log-mel features and says how likely the turn is complete (0.5: pipecat's
+threshold). LiveKit asks once the VAD has heard 0.2 s of silence and waits for the answer when
+the turn would end: below the threshold it waits ``max_delay`` instead of ``min_delay``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+from livekit import rtc
+from livekit.agents import APIConnectOptions
+from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
+from livekit.agents.voice.turn import TurnDetectionEvent
+from transformers import WhisperFeatureExtractor
+
+from .pcm import frames_to_mono
+
+SAMPLE_RATE = 16_000
+WINDOW_S = 8
+COMPLETE_THRESHOLD = 0.5
+PREDICTION_TIMEOUT_S = 1.0
+
+
+class SmartTurnModel:
+    """The ONNX session and its feature extractor, loaded once and shared by every session."""
+
+    def __init__(self, path: Path) -> None:
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1  # ~50 ms a call; the other core keeps decoding
+        options.inter_op_num_threads = 1
+        self._session = onnxruntime.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._features = WhisperFeatureExtractor(chunk_length=WINDOW_S)
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smart-turn")
+        self.name = path.stem
+
+    def probability(self, samples: np.ndarray) -> float:
+        """How likely the turn is complete, from int16 mono at 16 kHz (its end is what counts:
+        the last 8 s, zero-padded in front as the model was trained)."""
+        window = WINDOW_S * SAMPLE_RATE
+        audio = samples[-window:].astype(np.float32) / 32768.0
+        audio = np.pad(audio, (window - len(audio), 0))
+        features = self._features(
+            audio,
+            sampling_rate=SAMPLE_RATE,
+            return_tensors="np",
+            padding="max_length",
+            max_length=window,
+            truncation=True,
+            do_normalize=True,
+        ).input_features.astype(np.float32)
+        (output,) = self._session.run(None, {"input_features": features})
+        return float(output[0][0])  # the graph ends in a sigmoid
+
+
+class SmartTurnDetector:
+    """LiveKit's streaming turn detector, over a shared model; one stream per conversation."""
+
+    def __init__(self, model: SmartTurnModel) -> None:
+        self._model = model
+
+    @property
+    def model(self) -> str:
+        return self._model.name
+
+    @property
+    def provider(self) -> str:
+        return "pipecat"
+
+    def stream(
+        self, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
+    ) -> SmartTurnStream:
+        return SmartTurnStream(self._model)
+
+
+class SmartTurnStream:
+    """The user's audio since the last committed turn (the latest 8 s), and one prediction at
+    a time on it."""
+
+    def __init__(self, model: SmartTurnModel) -> None:
+        self._model = model
+        self._frames: deque[rtc.AudioFrame] = deque()
+        self._buffered_s = 0.0
+        self._pending: asyncio.Future[TurnDetectionEvent] | None = None
+
+    @property
+    def model(self) -> str:
+        return self._model.name
+
+    @property
+    def provider(self) -> str:
+        return "pipecat"
+
+    @property
+    def is_fallback(self) -> bool:
+        return False
+
+    @property
+    def prediction_timeout(self) -> float:
+        return PREDICTION_TIMEOUT_S
+
+    async def unlikely_threshold(self, language: str | None) -> float | None:
+        return COMPLETE_THRESHOLD
+
+    async def backchannel_threshold(self, language: str | None) -> float | None:
+        return None
+
+    async def supports_language(self, language: str | None) -> bool:
+        return True  # trained on 23 languages; a pause is a pause
+
+    def push_audio(self, frame: rtc.AudioFrame) -> None:
+        self._frames.append(frame)
+        self._buffered_s += frame.duration
+        while self._buffered_s - self._frames[0].duration >= WINDOW_S:
+            self._buffered_s -= self._frames.popleft().duration
+
+    def predict(self) -> asyncio.Future[TurnDetectionEvent]:
+        self.cancel_inference()
+        loop = asyncio.get_running_loop()
+        samples = frames_to_mono(list(self._frames), SAMPLE_RATE)
+        asked_at = time.time()
+        pending = self._pending = loop.create_future()
+
+        def judge() -> TurnDetectionEvent:
+            started = time.perf_counter()
+            probability = self._model.probability(samples)
+            return TurnDetectionEvent(
+                type="eot_prediction",
+                end_of_turn_probability=probability,
+                last_speaking_time=asked_at,
+                inference_duration=time.perf_counter() - started,
+            )
+
+        def settle(done: asyncio.Future[TurnDetectionEvent]) -> None:
+            if not pending.done():
+                if done.exception() is not None:
+                    pending.set_exception(done.exception())  # type: ignore[arg-type]
+                else:
+                    pending.set_result(done.result())
+
+        asyncio.wrap_future(self._model.worker.submit(judge)).add_done_callback(settle)
+        return pending
+
+    def cancel_inference(self, *, timed_out: bool = False) -> None:
+        if self._pending is not None and not self._pending.done():
+            self._pending.cancel()
+        self._pending = None
+
+    def flush(self, reason: str | None = None) -> None:
+        """The turn was committed or cleared: the next one starts from silence."""
+        self.cancel_inference()
+        self._frames.clear()
+        self._buffered_s = 0.0
+
+    def end_input(self) -> None:
+        self.flush()
+
+    async def aclose(self) -> None:
+        self.flush()

@@ -1,0 +1,76 @@
+"""The end of a turn is heard in the voice: Smart Turn v3.2 on real speech, alone and in a
+conversation where the speaker pauses in the middle of a sentence."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from agent.models import bundled_smart_turn
+from audio import load_audio
+from audio.pcm import samples_to_frame
+from audio.turn import SAMPLE_RATE, SmartTurnDetector, SmartTurnModel
+from tests.conftest import SHARED_AUDIO, voice_agent
+
+ASK_NOT_END_S = 4.6
+"""jfk.flac: "And so my fellow Americans, ask not" and a pause; the sentence goes on."""
+
+
+@pytest.fixture(scope="module")
+def model() -> SmartTurnModel:
+    return SmartTurnModel(bundled_smart_turn())
+
+
+@pytest.fixture(scope="module")
+def jfk() -> np.ndarray:
+    return load_audio(SHARED_AUDIO / "jfk.flac", SAMPLE_RATE)
+
+
+def test_a_finished_sentence_sounds_finished_and_a_cut_one_does_not(model, jfk):
+    assert model.probability(jfk) > 0.5
+    assert model.probability(jfk[: int(1.2 * SAMPLE_RATE)]) < 0.2, "cut in the middle of a word"
+    assert model.probability(jfk[: int(ASK_NOT_END_S * SAMPLE_RATE)]) < 0.2, "a pause mid-sentence"
+
+
+async def test_the_stream_judges_what_the_session_heard_since_the_last_turn(model, jfk):
+    stream = SmartTurnDetector(model).stream()
+    at_48k = load_audio(SHARED_AUDIO / "jfk.flac", 48_000)
+    ten_ms = 480
+    for start in range(0, int(ASK_NOT_END_S * 48_000), ten_ms):
+        stream.push_audio(samples_to_frame(at_48k[start : start + ten_ms], 48_000))
+    mid_sentence = await stream.predict()
+    stream.flush("turn committed")
+    for start in range(0, len(at_48k), ten_ms):
+        stream.push_audio(samples_to_frame(at_48k[start : start + ten_ms], 48_000))
+    whole = await stream.predict()
+    assert mid_sentence.end_of_turn_probability < 0.2 < 0.5 < whole.end_of_turn_probability
+    assert 0 < whole.inference_duration < 1.0
+    assert await stream.unlikely_threshold("en") == 0.5
+
+
+def test_a_pause_inside_a_sentence_does_not_end_the_turn(tmp_path, jfk):
+    """JFK stops for 1.2 s after "ask not": longer than the profile's min_delay, so the VAD's
+    turn taking answers half a sentence; Smart Turn hears that it goes on and waits (up to
+    max_delay, 1.5 s)."""
+    tail = np.zeros(6 * SAMPLE_RATE, np.int16)
+    sf.write(tmp_path / "pause.wav", np.concatenate([jfk, tail]), SAMPLE_RATE)
+    turns = {}
+    for detector in ("vad", "smart-turn"):
+        out = tmp_path / detector
+        run = voice_agent(
+            "run-file", str(tmp_path / "pause.wav"), "--out", str(out), "--quiet",
+            "--turn-detector", detector,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr[-2000:]
+        events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+        turns[detector] = [e["transcript"] for e in events if e["type"] == "user_turn"]
+
+    def heard_whole(transcripts: list[str]) -> bool:
+        return any("ask not" in t.lower() and "country" in t.lower() for t in transcripts)
+
+    assert not heard_whole(turns["vad"]), turns  # "Ask not!" was answered on its own
+    assert heard_whole(turns["smart-turn"]), turns
+    assert len(turns["smart-turn"]) < len(turns["vad"])
