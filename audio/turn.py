@@ -66,11 +66,10 @@ class SmartTurnModel:
         return float(output[0][0])  # the graph ends in a sigmoid
 
 
-class SmartTurnDetector:
-    """LiveKit's streaming turn detector, over a shared model; one stream per conversation."""
+class _Named:
+    """What LiveKit's metrics name the detector by."""
 
-    def __init__(self, model: SmartTurnModel) -> None:
-        self._model = model
+    _model: SmartTurnModel
 
     @property
     def model(self) -> str:
@@ -80,13 +79,20 @@ class SmartTurnDetector:
     def provider(self) -> str:
         return "pipecat"
 
+
+class SmartTurnDetector(_Named):
+    """LiveKit's streaming turn detector, over a shared model; one stream per conversation."""
+
+    def __init__(self, model: SmartTurnModel) -> None:
+        self._model = model
+
     def stream(
         self, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
     ) -> SmartTurnStream:
         return SmartTurnStream(self._model)
 
 
-class SmartTurnStream:
+class SmartTurnStream(_Named):
     """The user's audio since the last committed turn (the latest 8 s), and one prediction at
     a time on it."""
 
@@ -95,14 +101,6 @@ class SmartTurnStream:
         self._frames: deque[rtc.AudioFrame] = deque()
         self._buffered_s = 0.0
         self._pending: asyncio.Future[TurnDetectionEvent] | None = None
-
-    @property
-    def model(self) -> str:
-        return self._model.name
-
-    @property
-    def provider(self) -> str:
-        return "pipecat"
 
     @property
     def is_fallback(self) -> bool:
