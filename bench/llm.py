@@ -4,7 +4,8 @@
 
 Each runtime loads a bundled model (SmolLM2-135M unless ``--model`` names the other) and
 answers the same requests (a system prompt and a new question each time, so only the question
-is prefilled: the system turn is cached), up to 48 tokens. The first request warms up and is left out; medians of the rest.
+is prefilled: the system turn is cached), up to 48 tokens. The first request warms up and is
+left out; medians of the rest.
 """
 
 from __future__ import annotations
