@@ -127,14 +127,12 @@ class SmartTurnStream(_Named):
 
     def predict(self) -> asyncio.Future[TurnDetectionEvent]:
         self.cancel_inference()
-        loop = asyncio.get_running_loop()
-        samples = frames_to_mono(list(self._frames), SAMPLE_RATE)
+        frames = list(self._frames)
         asked_at = time.time()
-        pending = self._pending = loop.create_future()
 
-        def judge() -> TurnDetectionEvent:
+        def judge() -> TurnDetectionEvent:  # on the model's worker, off the event loop
             started = time.perf_counter()
-            probability = self._model.probability(samples)
+            probability = self._model.probability(frames_to_mono(frames, SAMPLE_RATE))
             return TurnDetectionEvent(
                 type="eot_prediction",
                 end_of_turn_probability=probability,
@@ -142,15 +140,8 @@ class SmartTurnStream(_Named):
                 inference_duration=time.perf_counter() - started,
             )
 
-        def settle(done: asyncio.Future[TurnDetectionEvent]) -> None:
-            if not pending.done():
-                if done.exception() is not None:
-                    pending.set_exception(done.exception())  # type: ignore[arg-type]
-                else:
-                    pending.set_result(done.result())
-
-        asyncio.wrap_future(self._model.worker.submit(judge)).add_done_callback(settle)
-        return pending
+        self._pending = asyncio.wrap_future(self._model.worker.submit(judge))
+        return self._pending
 
     def cancel_inference(self, *, timed_out: bool = False) -> None:
         if self._pending is not None and not self._pending.done():
