@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--max-context",
             type=_number_in(*MAX_CONTEXT_RANGE, kind=int),
             metavar="TOKENS",
-            help="the conversation's window in tokens (lite engine; default: the model's own)",
+            help="the conversation's window in tokens (default: the model's own)",
         )
         p.add_argument(
             "--turn-detector",

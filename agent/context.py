@@ -1,25 +1,47 @@
 """The context window: a conversation kept within the model's token budget.
 
-Once the next request could pass ``trigger`` of the window (the reply's tokens counted in), the
-oldest exchanges leave in one step until the conversation is down to ``target``; so the prefix a
-KV cache was built on holds for many turns, and rebuilding it is paid for rarely. An exchange is
-a user turn with everything that answered it (replies, tool calls and their results): a tool call
-never leaves without its result, and what is kept starts at a user turn. Instructions (system
-and developer messages) are never trimmed, nor are the tools.
+Once the next request could pass ``trigger`` of the window (the reply's tokens counted in), it is
+cut in one step down to ``target``; so the prefix a KV cache was built on holds for many turns,
+and rebuilding it is paid for rarely. What goes first, oldest first and never from the latest
+user turn: images (each becomes a one-line note), then a turn's audio (it is read as its
+transcript from then on), then whole exchanges. An exchange is a user turn with everything that
+answered it: a tool call never leaves without its result, and what is kept starts at a user
+turn. Instructions (system and developer messages) are never trimmed, nor are the tools.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
 
+from livekit import rtc
 from livekit.agents import llm
 
 logger = logging.getLogger("voice_agent")
 
-Count = Callable[[Sequence[llm.ChatItem]], int]
-"""Exact tokens of a request made of these items, instructions and tools included."""
+MediaKind = Literal["image", "audio"]
+DROP_ORDER: tuple[MediaKind, ...] = ("image", "audio")
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the model is asked to read: the kept items, and the user turns whose media (by
+    kind) are read as text instead."""
+
+    items: list[llm.ChatItem]
+    as_text: Mapping[str, frozenset[MediaKind]] = field(default_factory=dict)
+
+
+Count = Callable[[Request], int]
+"""Exact tokens of a request, instructions and tools included."""
+Droppable = Callable[[str], frozenset[MediaKind]]
+"""The media a user turn carries that could be read as text (audio only once transcribed)."""
+
+
+def no_media(_: str) -> frozenset[MediaKind]:
+    return frozenset()
 
 
 @dataclass(frozen=True)
@@ -36,15 +58,62 @@ class ContextOptions:
 
 @dataclass(frozen=True)
 class Trim:
-    """What one trim did, in tokens and exchanges."""
+    """What one trim did: tokens before and after, and how many images, turns' audio and
+    whole exchanges went."""
 
     before: int
     after: int
+    images: int
+    audio: int
     turns: int
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One cut, in the order cuts are made: a turn's media of one kind, or an exchange."""
+
+    kind: MediaKind | Literal["exchange"]
+    index: int
+    """The exchange it belongs to."""
+    item_id: str = ""
+
+
+class ContextMeter(rtc.EventEmitter[Literal["context_trimmed", "turn_measured"]]):
+    """How full one conversation's window is, for its event log. Engines measure a request
+    wherever they render it, then ``report`` on the event loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.after_turn: dict[str, int] = {}
+        """User turn id → the request that answered it, in tokens."""
+        self.latest = 0
+        """The conversation after the latest request: prompt and reply."""
+        self._measured: str | None = None
+
+    def requested(self, request: Request, tokens: int) -> None:
+        turns = [item for item in request.items if _is_user(item)]
+        self._measured = turns[-1].id if turns else None
+        if self._measured is not None:
+            self.after_turn.setdefault(self._measured, tokens)
+        self.latest = tokens
+
+    def report(self, trim: Trim | None) -> None:
+        """Emit the turn the latest request measured, and the trim it made, if any."""
+        if self._measured is not None:
+            self.emit("turn_measured", self._measured)
+        if trim is not None:
+            self.emit("context_trimmed", trim)
+
+
+def meter_of(model: object) -> ContextMeter | None:
+    """The meter of an engine that keeps its conversation within a window."""
+    meter = getattr(model, "meter", None)
+    return meter if isinstance(meter, ContextMeter) else None
+
+
 class ContextWindow:
-    """One conversation's window: remembers where the kept part starts."""
+    """One conversation's window: remembers where the kept part starts and which turns are
+    read as text."""
 
     def __init__(self, options: ContextOptions, window: int, reserve: int) -> None:
         self.window = window
@@ -53,54 +122,98 @@ class ContextWindow:
         self._trigger = options.trigger * window
         self._target = options.target * window
         self._first_kept: str | None = None
+        self._as_text: dict[str, frozenset[MediaKind]] = {}
 
-    def kept(self, items: Sequence[llm.ChatItem]) -> list[llm.ChatItem]:
+    def kept(self, items: Sequence[llm.ChatItem]) -> Request:
         """``items`` without what earlier trims let go."""
-        if self._first_kept is None:
-            return list(items)
-        start = next((i for i, item in enumerate(items) if item.id == self._first_kept), 0)
-        return [item for item in items[:start] if _pinned(item)] + list(items[start:])
+        start = 0
+        if self._first_kept is not None:
+            start = next((i for i, item in enumerate(items) if item.id == self._first_kept), 0)
+        kept = [item for item in items[:start] if _pinned(item)] + list(items[start:])
+        return Request(kept, dict(self._as_text))
 
     def needs_trim(self, tokens: int) -> bool:
         return tokens + self.reserve > self._trigger
 
-    def trim(self, items: Sequence[llm.ChatItem], count: Count) -> tuple[list[llm.ChatItem], Trim]:
-        """Drop the fewest oldest exchanges that bring the request down to ``target``; the
-        latest exchange always stays."""
-        pinned = [item for item in items if _pinned(item)]
-        exchanges = _exchanges([item for item in items if not _pinned(item)])
-        before = count(items)
+    def trim(
+        self, request: Request, count: Count, droppable: Droppable = no_media
+    ) -> tuple[Request, Trim]:
+        """Make the fewest cuts, in order, that bring the request down to ``target``."""
+        pinned = [item for item in request.items if _pinned(item)]
+        exchanges = _exchanges([item for item in request.items if not _pinned(item)])
+        steps = _steps(exchanges, request.as_text, droppable)
+        before = count(request)
 
-        def request(dropped: int) -> list[llm.ChatItem]:
-            return pinned + [item for exchange in exchanges[dropped:] for item in exchange]
+        def cut(made: int) -> Request:
+            as_text = {k: set(v) for k, v in request.as_text.items()}
+            dropped = 0
+            for step in steps[:made]:
+                if step.kind == "exchange":
+                    dropped = step.index + 1
+                else:
+                    as_text.setdefault(step.item_id, set()).add(step.kind)
+            items = pinned + [item for exchange in exchanges[dropped:] for item in exchange]
+            ids = {item.id for item in items}
+            return Request(items, {k: frozenset(v) for k, v in as_text.items() if k in ids})
 
-        low, high = 0, max(0, len(exchanges) - 1)  # the fewest drops that fit lie in [low, high]
+        low, high = 0, len(steps)  # the fewest cuts that fit lie in [low, high]
         while low < high:
             middle = (low + high) // 2
-            if count(request(middle)) + self.reserve <= self._target:
+            if count(cut(middle)) + self.reserve <= self._target:
                 high = middle
             else:
                 low = middle + 1
-        kept = request(low)
-        if low < len(exchanges):
-            self._first_kept = exchanges[low][0].id
+        kept = cut(low)
+        self._as_text = dict(kept.as_text)
+        conversational = [item for item in kept.items if not _pinned(item)]
+        self._first_kept = conversational[0].id if conversational else None
         after = count(kept)
         if after + self.reserve > self.window:
             logger.warning(
                 "the latest turn alone is %d tokens: over the %d-token window", after, self.window
             )
-        return kept, Trim(before=before, after=after, turns=low)
+        made = steps[:low]
+        return kept, Trim(
+            before=before,
+            after=after,
+            images=sum(step.kind == "image" for step in made),
+            audio=sum(step.kind == "audio" for step in made),
+            turns=sum(step.kind == "exchange" for step in made),
+        )
+
+
+def _steps(
+    exchanges: list[list[llm.ChatItem]],
+    as_text: Mapping[str, frozenset[MediaKind]],
+    droppable: Droppable,
+) -> list[_Step]:
+    """Every cut that may be made, in order; the latest exchange is never cut."""
+    older = exchanges[:-1]
+    steps = [
+        _Step(kind, index, item.id)
+        for kind in DROP_ORDER
+        for index, exchange in enumerate(older)
+        for item in exchange
+        if _is_user(item)
+        and kind in droppable(item.id)
+        and kind not in as_text.get(item.id, frozenset())
+    ]
+    return steps + [_Step("exchange", index) for index in range(len(older))]
 
 
 def _pinned(item: llm.ChatItem) -> bool:
     return isinstance(item, llm.ChatMessage) and item.role in ("system", "developer")
 
 
+def _is_user(item: llm.ChatItem) -> bool:
+    return isinstance(item, llm.ChatMessage) and item.role == "user"
+
+
 def _exchanges(items: list[llm.ChatItem]) -> list[list[llm.ChatItem]]:
     """Groups that each start at a user message (the first may not, and goes first)."""
     groups: list[list[llm.ChatItem]] = []
     for item in items:
-        if not groups or (isinstance(item, llm.ChatMessage) and item.role == "user"):
+        if not groups or _is_user(item):
             groups.append([])
         groups[-1].append(item)
     return groups

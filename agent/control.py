@@ -23,8 +23,8 @@ from tools.commands import Command
 from tools.mqtt import MqttBridge
 from tools.services import AgentServices
 
-from .context import Trim
-from .events import ContextMeter, tool_calls
+from .context import Trim, meter_of
+from .events import tool_calls
 from .profile import Profile
 from .session import SessionFactory, bridge_for
 
@@ -127,8 +127,8 @@ class SessionControl:
             session.on("agent_state_changed", lambda e: self._state(bridge, e))
             session.on("conversation_item_added", lambda e: self._item(bridge, e))
             session.on("function_tools_executed", lambda e: self._tools(bridge, e))
-            if isinstance(session.llm, ContextMeter) and isinstance(session.llm, llm.LLM):
-                session.llm.on("context_trimmed", lambda trim: self._trimmed(bridge, trim))
+            if (meter := meter_of(session.llm)) is not None:
+                meter.on("context_trimmed", lambda trim: self._trimmed(bridge, trim))
 
     def start(self) -> None:
         """Begin obeying and speaking; the session must be running (commands that came

@@ -25,7 +25,7 @@ from livekit.agents.voice.io import PlaybackStartedEvent
 
 from audio.file_io import Timeline
 
-from .context import Trim
+from .context import ContextMeter, Trim, meter_of
 
 METRIC_NAMES = ("eou_delay_s", "ttft_s", "ttfb_s", "e2e_latency_s")
 """Per reply; the summary adds ``stt_s``, the recognizer's time per utterance."""
@@ -46,13 +46,6 @@ def tool_calls(event: FunctionToolsExecutedEvent) -> list[dict[str, Any]]:
         }
         for call, output in event.zipped()
     ]
-
-
-@runtime_checkable
-class ContextMeter(Protocol):
-    """An engine that keeps its conversation within a window, and says how full it is."""
-
-    context_tokens: int
 
 
 @runtime_checkable
@@ -86,6 +79,8 @@ class EventLog:
         self._e2e: float | None = None
         self._reply_started_at: float | None = None  # wall clock of the latest first frame
         self._details: ItemDetails | None = None
+        self._meter: ContextMeter | None = None
+        self._held_turn: tuple[str, dict[str, Any]] | None = None
         self.counts = {
             "user_turn": 0,
             "agent_reply": 0,
@@ -98,9 +93,10 @@ class EventLog:
 
     def attach(self, session: AgentSession, speaker: io.AudioOutput) -> None:
         self._details = session.llm if isinstance(session.llm, ItemDetails) else None
-        self._meter = session.llm if isinstance(session.llm, ContextMeter) else None
-        if self._meter is not None and isinstance(session.llm, llm.LLM):
-            session.llm.on("context_trimmed", self._on_trim)
+        self._meter = meter_of(session.llm)
+        if self._meter is not None:
+            self._meter.on("context_trimmed", self._on_trim)
+            self._meter.on("turn_measured", self._on_turn_measured)
         speaker.on("playback_started", self._on_playback_started)
         session.on("agent_state_changed", self._on_agent_state)
         session.on("user_state_changed", self._on_user_state)
@@ -157,12 +153,14 @@ class EventLog:
                 start = self._speech_start
             if not end_at:
                 self._eou_delay = None if end is None else self._timeline.at(event.created_at) - end
-            self.write(
-                "user_turn",
-                start=_rounded(start),
-                end=_rounded(end),
-                transcript=item.text_content or "",
-                **details,
+            self._log_turn(
+                item.id,
+                {
+                    "start": _rounded(start),
+                    "end": _rounded(end),
+                    "transcript": item.text_content or "",
+                    **details,
+                },
             )
             self.say("user", item.text_content or "(nothing recognised)")
             self._turn_start = None
@@ -170,6 +168,7 @@ class EventLog:
             self._on_reply(item)
 
     def _on_reply(self, item: llm.ChatMessage) -> None:
+        self._release_turn()
         metrics = item.metrics or {}
         values = {
             "eou_delay_s": self._eou_delay,
@@ -199,7 +198,7 @@ class EventLog:
             text=item.text_content or "",
             interrupted=item.interrupted,
             metrics={name: _rounded(value) for name, value in values.items()},
-            **({} if self._meter is None else {"context_tokens": self._meter.context_tokens}),
+            **({} if self._meter is None else {"context_tokens": self._meter.latest}),
         )
         self.say(
             "agent", (item.text_content or "") + (" [interrupted]" if item.interrupted else "")
@@ -207,14 +206,38 @@ class EventLog:
         if item.interrupted:
             self.write("interruption", by="user", resumed=False)
 
+    def _log_turn(self, item_id: str, record: dict[str, Any]) -> None:
+        """Write a user turn with the context's size after it; a turn whose request is still
+        being rendered waits for it (ms), or for the next turn, reply or tool call."""
+        self._release_turn()
+        if self._meter is not None and item_id not in self._meter.after_turn:
+            self._held_turn = (item_id, record)
+        else:
+            self._write_turn(item_id, record)
+
+    def _on_turn_measured(self, item_id: str) -> None:
+        if self._held_turn is not None and self._held_turn[0] == item_id:
+            self._release_turn()
+
+    def _release_turn(self) -> None:
+        if self._held_turn is not None:
+            held, self._held_turn = self._held_turn, None
+            self._write_turn(*held)
+
+    def _write_turn(self, item_id: str, record: dict[str, Any]) -> None:
+        tokens = None if self._meter is None else self._meter.after_turn.get(item_id)
+        self.write("user_turn", **record, **({} if tokens is None else {"context_tokens": tokens}))
+
     def _on_trim(self, trim: Trim) -> None:
         self.write("context_trimmed", **asdict(trim))
-        self.say("context", f"trimmed {trim.turns} old turns: {trim.before} → {trim.after} tokens")
+        went = f"{trim.images} images, {trim.audio} turns' audio, {trim.turns} old turns"
+        self.say("context", f"trimmed {went}: {trim.before} → {trim.after} tokens")
 
     def _item_details(self, item_id: str) -> dict[str, Any]:
         return {} if self._details is None else self._details.item_details(item_id)
 
     def _on_tools(self, event: FunctionToolsExecutedEvent) -> None:
+        self._release_turn()
         for record in tool_calls(event):
             self.write("tool_call", **record)
             self.say("tool", f"{record['name']}({record['arguments']}) -> {record['output']}")
@@ -234,6 +257,7 @@ class EventLog:
         self.say("error", str(message))
 
     def summary(self, **fields: Any) -> dict[str, Any]:
+        self._release_turn()
         figures = {
             name: {"median": round(statistics.median(v), 3), "count": len(v)}
             for name, v in self.metrics.items()
@@ -244,5 +268,6 @@ class EventLog:
         return record
 
     def close(self) -> None:
+        self._release_turn()
         if self._file is not None:
             self._file.close()

@@ -76,11 +76,15 @@ class Phi4MMSettings(_Section):
     attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
     max_new_tokens: int = Field(128, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0, le=2)
+    kv_cache_gib: float = Field(32.0, gt=0)
+    """All conversations' KV caches together (bf16: 128 KiB a token, 16 GiB for 128K); the
+    least recently used is dropped beyond it and prefilled again when needed."""
 
 
 class ContextSettings(_Section):
     max_tokens: int = Field(0, ge=0, le=1 << 20)
-    """The conversation's window; 0 = the model's own (SmolLM2: 8,192)."""
+    """The conversation's window; 0 = the model's own (Qwen2.5-Coder-0.5B: 32,768,
+    Phi-4-multimodal: 131,072)."""
     trigger: float = Field(0.8, gt=0, le=1)
     """Trim once the next request, with room for the reply, would pass this share."""
     target: float = Field(0.5, gt=0, lt=1)

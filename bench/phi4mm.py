@@ -7,7 +7,9 @@ decode speed.
     .venv/bin/python bench/phi4mm.py gpu [--json PATH]
         the full-size architecture (config values of the real model, random weights, bf16,
         both LoRAs at their real ranks) on a CUDA GPU: time to first token for 5 s of audio
-        after 1K, 8K and 32K tokens of context, and decode tokens/s
+        after 1K, 8K, 32K and 100K tokens of context (the history's cache reused), decode
+        tokens/s, and what rebuilding that history's cache costs: from nothing (an evicted
+        cache, a trim near its start) and under the other adapter (a switch to vision)
     .venv/bin/python bench/phi4mm.py gpu --smoke
         the same script on a miniature config, on the CPU, to check it still runs
 
@@ -36,6 +38,7 @@ from tests.conftest import SHARED_AUDIO  # noqa: E402
 
 TURN_S = 5.0
 DECODE_TOKENS = 32
+PREFILL_CHUNK = 8192
 
 
 def sync(device: torch.device) -> None:
@@ -63,9 +66,7 @@ def split_turn(
     media["audio_input_features"] = media["audio_input_features"].to(model.dtype)
     cache = DynamicCache(config=model.config)
     with torch.inference_mode():
-        if context_ids:
-            history = torch.tensor([context_ids], device=device)
-            model(input_ids=history, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        prefill_history(model, context_ids, cache)
         sync(device)
         started = time.perf_counter()
         seen = len(context_ids) + turn_ids.shape[1] - 1
@@ -102,6 +103,38 @@ def split_turn(
         "decode_tokens_per_s": DECODE_TOKENS / decode,
         "audio_tokens": int(inputs["audio_embed_sizes"].sum()),
     }
+
+
+def prefill_history(model: Any, ids: list[int], cache: Any) -> None:
+    """The history into ``cache`` in 8K-token passes, as a long conversation is built up."""
+    device = next(model.parameters()).device
+    for start in range(0, len(ids), PREFILL_CHUNK):
+        chunk = torch.tensor([ids[start : start + PREFILL_CHUNK]], device=device)
+        model(
+            input_ids=chunk,
+            attention_mask=torch.ones((1, start + chunk.shape[1]), dtype=torch.long, device=device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+
+
+def recompute_s(model: Any, ids: list[int], adapter: str) -> float:
+    """Seconds to rebuild a history's cache from nothing under ``adapter``: what an evicted
+    cache, a trim near the start, or a switch to the other adapter costs."""
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    model.set_adapter(adapter)
+    cache = DynamicCache(config=model.config)
+    sync(device)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        prefill_history(model, ids, cache)
+    sync(device)
+    seconds = time.perf_counter() - started
+    model.set_adapter("speech")
+    return seconds
 
 
 def speech_turns(count: int) -> list[np.ndarray]:
@@ -209,7 +242,7 @@ def full_size_model(smoke: bool) -> tuple[Any, Any, torch.device]:
 def bench_gpu(smoke: bool) -> dict[str, Any]:
     model, processor, device = full_size_model(smoke)
     clip = speech_turns(1)[0]
-    contexts = [64, 256] if smoke else [1024, 8192, 32768]
+    contexts = [64, 256] if smoke else [1024, 8192, 32768, 102400]
     split_turn(model, processor, clip, list(range(100, 164)))  # warm-up
     report: dict[str, Any] = {
         "model": "Phi-4-MM architecture, random weights" + (" (miniature)" if smoke else ""),
@@ -219,6 +252,11 @@ def bench_gpu(smoke: bool) -> dict[str, Any]:
     for context in contexts:
         ids = [100 + (i % 900) for i in range(context)]
         row = split_turn(model, processor, clip, ids)
+        row["recompute_history_s"] = recompute_s(model, ids, "speech")
+        row["adapter_switch_s"] = recompute_s(model, ids, "vision")
+        row["recompute_vs_reused_turn"] = (row["recompute_history_s"] + row["ttft_s"]) / row[
+            "ttft_s"
+        ]
         report[f"context_{context}"] = {k: round(v, 4) for k, v in row.items()}
     if device.type == "cuda":
         report["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)

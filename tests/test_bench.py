@@ -29,6 +29,26 @@ def test_the_gpu_bench_script_runs_on_a_miniature_config(tmp_path):
     figures = bench("bench/phi4mm.py", "gpu", "--smoke", tmp_path=tmp_path)
     assert {"context_64", "context_256"} <= set(figures)
     assert figures["context_256"]["ttft_s"] > 0
+    assert figures["context_256"]["adapter_switch_s"] > 0, "the other adapter's rebuild is timed"
+
+
+def test_the_context_bench_times_reuse_against_recompute_and_trims_a_long_run(tmp_path):
+    figures = bench(
+        "bench/context.py",
+        "--lengths",
+        "512,2048",
+        "--minutes",
+        "2",
+        "--window",
+        "3000",
+        tmp_path=tmp_path,
+    )
+    short, long = figures["by_history"]
+    assert 512 <= short["history_tokens"] < 2048 <= long["history_tokens"]
+    assert long["turn_recomputed_s"] > long["turn_reused_s"] > 0
+    run = figures["simulated"]
+    assert run["turns"] == 20 and run["trims"], "a 3,000-token window fills within 2 minutes"
+    assert run["peak_tokens"] + 24 <= 0.8 * 3000 and run["trims"][0]["images"] >= 1
 
 
 def test_the_soak_bench_samples_memory_through_a_kiosk_conversation(tmp_path):

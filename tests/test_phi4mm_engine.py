@@ -17,7 +17,8 @@ from agent.engines.phi4mm.checkpoint import (
     pick_device,
     resolve_checkpoint,
 )
-from agent.engines.phi4mm.engine import Media, Phi4MMEngine, Phi4MMOptions, PromptPart
+from agent.engines.phi4mm.engine import Phi4MMEngine, Phi4MMOptions
+from agent.engines.phi4mm.parts import Media, PromptPart
 from audio import load_audio
 from tests.conftest import SHARED_AUDIO
 

@@ -7,7 +7,8 @@ import numpy as np
 from livekit.agents import function_tool, llm
 from PIL import Image
 
-from agent.engines.phi4mm.engine import ASR_PROMPT, Media
+from agent.engines.phi4mm.engine import ASR_PROMPT
+from agent.engines.phi4mm.parts import Media
 from agent.engines.phi4mm.prompt import card_tools, prompt_text, render
 
 CARD_CHAT = (

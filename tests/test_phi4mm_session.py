@@ -13,9 +13,11 @@ import pytest
 from livekit.agents import llm
 from PIL import Image
 
-from agent.engines.phi4mm.engine import Adapter, Media, Phi4MMEngine, PromptPart
+from agent.engines.phi4mm.engine import Adapter, Phi4MMEngine
+from agent.engines.phi4mm.parts import Media, PromptPart
 from agent.engines.phi4mm.realtime import Phi4MMRealtimeModel, adapter_for
 from agent.engines.phi4mm.turn_audio import ENCODER_WINDOW_S, TurnAudio
+from agent.generation import GenerationStats
 from agent.tool_calls import FALLBACK_REPLY
 from audio import load_audio
 from audio.pcm import samples_to_frame
@@ -101,7 +103,11 @@ class ScriptedEngine(Phi4MMEngine):
             if cancelled.is_set():
                 break
             on_text(self.reply[i : i + 4])
-        return None
+        return GenerationStats(prompt_tokens=7 * len(parts), cached_tokens=0, generated_tokens=9)
+
+    @property
+    def context_window(self) -> int:
+        return 131072
 
     def transcribe(self, clips, *, max_new_tokens: int = 0) -> str:
         return "what time is it"

@@ -53,6 +53,12 @@ async def load_engine(
 
 class _Reader(Protocol):
     @property
+    def model(self) -> str: ...
+
+    @property
+    def own_context_window(self) -> int: ...
+
+    @property
     def context_window(self) -> int: ...
 
     def prompt_tokens(self, instructions: str, tools: Sequence[llm.Tool | llm.Toolset]) -> int: ...
@@ -61,9 +67,15 @@ class _Reader(Protocol):
 async def require_room_to_talk(
     profile: Profile, model: _Reader, instructions: str, tools: list[llm.Tool | llm.Toolset]
 ) -> None:
-    """Refuse a prompt that leaves the model no room for a conversation, before it is read."""
+    """Refuse a window larger than the model reads, and a prompt that leaves the model no
+    room for a conversation, before it is read."""
     from ..profile import ProfileError
 
+    if profile.context.max_tokens > (own := model.own_context_window):
+        raise ProfileError(
+            f"profile {profile.name!r}: context.max_tokens {profile.context.max_tokens:,} is "
+            f"more than {model.model} reads ({own:,} tokens)"
+        )
     reply = profile.engine_settings.max_new_tokens
     window = model.context_window
     used = await off_the_loop(lambda: model.prompt_tokens(instructions, tools))

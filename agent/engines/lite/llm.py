@@ -20,7 +20,7 @@ from typing import Any, Literal
 from livekit.agents import APIConnectOptions, llm
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 
-from ...context import ContextOptions, ContextWindow, Trim
+from ...context import ContextMeter, ContextOptions, ContextWindow, Request, Trim
 from ...generation import GenerationStats
 from ...tool_calls import relay_reply
 from .causal_lm import LocalLMRuntime, PrefixCache, TransformersRuntime
@@ -64,8 +64,7 @@ class LocalLLM(llm.LLM):
         self._runtime = runtime or _runtime(self._opts)
         self._cache = PrefixCache()
         self._window: ContextWindow | None = None
-        self.context_tokens = 0
-        """The conversation's size after the latest request: prompt and reply."""
+        self.meter = ContextMeter()
 
     @property
     def model(self) -> str:
@@ -110,9 +109,13 @@ class LocalLLM(llm.LLM):
         return LocalLLMStream(self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options)
 
     @property
+    def own_context_window(self) -> int:
+        return self._runtime.context_window
+
+    @property
     def context_window(self) -> int:
         """The tokens a conversation may use: the model's own, or less if the options say."""
-        return self._opts.context.max_tokens or self._runtime.context_window
+        return self._opts.context.max_tokens or self.own_context_window
 
     def prepare(
         self, chat_ctx: llm.ChatContext, tools: Sequence[llm.Tool | llm.Toolset]
@@ -123,15 +126,16 @@ class LocalLLM(llm.LLM):
             window = self.context_window
             self._window = ContextWindow(self._opts.context, window, self._opts.max_new_tokens)
 
-        def render(items: Sequence[llm.ChatItem]) -> list[int]:
-            return self.render_prompt(llm.ChatContext(list(items)), tools)
+        def render(request: Request) -> list[int]:
+            return self.render_prompt(llm.ChatContext(request.items), tools)
 
-        items = self._window.kept(chat_ctx.items)
-        ids = render(items)
-        if not self._window.needs_trim(len(ids)):
-            return ids, None
-        items, trim = self._window.trim(items, lambda some: len(render(some)))
-        return render(items), trim
+        request, trim = self._window.kept(chat_ctx.items), None
+        ids = render(request)
+        if self._window.needs_trim(len(ids)):
+            request, trim = self._window.trim(request, lambda some: len(render(some)))
+            ids = render(request)
+        self.meter.requested(request, len(ids))
+        return ids, trim
 
     def prompt_tokens(self, instructions: str, tools: Sequence[llm.Tool | llm.Toolset]) -> int:
         """The system turn's size, tools included, as the model reads it."""
@@ -291,15 +295,14 @@ class LocalLLMStream(llm.LLMStream):
         prompt_ids, trim = await asyncio.to_thread(
             self._engine.prepare, self._chat_ctx, self._tools
         )
-        if trim is not None:
-            self._engine.emit("context_trimmed", trim)
+        self._engine.meter.report(trim)
         stats, calls = await relay_reply(
             lambda on_text: self._engine.generate(prompt_ids, on_text, cancelled),
             lambda text: self._send(request_id, text),
             cancelled=cancelled,
             on_malformed=lambda e: self._emit_error(e, recoverable=True),
         )
-        self._engine.context_tokens = stats.prompt_tokens + stats.generated_tokens
+        self._engine.meter.latest = stats.prompt_tokens + stats.generated_tokens
         if calls:
             self._event_ch.send_nowait(
                 llm.ChatChunk(

@@ -9,7 +9,7 @@ from livekit.agents import llm
 
 from ...context import ContextOptions
 from ...models import off_the_loop
-from ...profile import Profile, ProfileError
+from ...profile import Profile
 from .. import require_room_to_talk
 from .llm import LocalLLM, LocalLLMOptions
 from .stt import FasterWhisperOptions, FasterWhisperSTT
@@ -52,11 +52,6 @@ async def load(
     await off_the_loop(stt.load)
     logger.info("loading language model: %s", model.model)
     await off_the_loop(model.load)
-    if profile.context.max_tokens > (own := model.runtime.context_window):
-        raise ProfileError(
-            f"profile {profile.name!r}: context.max_tokens {profile.context.max_tokens:,} is "
-            f"more than {model.model} reads ({own:,} tokens)"
-        )
     await require_room_to_talk(profile, model, instructions, tools)
     await model.warm(instructions, tools)
     return LiteModels(stt, model)

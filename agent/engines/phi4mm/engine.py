@@ -11,7 +11,6 @@ factors forced for every pass, since keys cached with the short ones would silen
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 import uuid
 from collections import OrderedDict
@@ -21,7 +20,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image
 from transformers import DynamicCache
 
 from ...generation import GenerationStats, common_prefix, streaming_kwargs
@@ -32,11 +30,14 @@ from .checkpoint import (
     load_checkpoint,
     resolve_checkpoint,
 )
+from .parts import Encoded, Media, PartEncoder, PromptPart
 
 Adapter = Literal["speech", "vision"] | None
 ASR_PROMPT = "Transcribe the audio clip into text."
-PLACEHOLDER = re.compile(r"<\|(audio|image)_\d+\|>")
-PART_MEMO_SIZE = 64
+PART_MEMO_SIZE = 16384
+"""Parts' token ids remembered: a few hours of conversation, a few MB."""
+MEDIA_MEMO_SIZE = 64
+"""Parts' processed media remembered (MBs each for images): only recent parts get prefilled."""
 
 
 @dataclass(frozen=True)
@@ -48,31 +49,8 @@ class Phi4MMOptions:
     attention: str = "auto"
     max_new_tokens: int = 128
     temperature: float = 0.0
-
-
-@dataclass(frozen=True, eq=False)
-class Media:
-    """One audio clip (16 kHz int16) or one image, named so the cache can recognise it."""
-
-    key: str
-    audio: np.ndarray | None = None
-    image: Image.Image | None = None
-
-
-@dataclass(frozen=True)
-class PromptPart:
-    """Prompt text in the model card's format and the media its placeholders refer to."""
-
-    text: str
-    media: tuple[Media, ...] = ()
-
-
-@dataclass
-class _Encoded:
-    ids: list[int]
-    key: list[object]
-    """``ids`` with each media token replaced by (media key, index): what the cache is keyed on."""
-    media_inputs: dict[str, torch.Tensor]
+    kv_cache_gib: float = 32.0
+    """All conversations' KV caches together; the least recently used go first beyond it."""
 
 
 @dataclass
@@ -82,14 +60,25 @@ class _Conversation:
     long_rope: bool
 
 
+@dataclass
+class _Request:
+    parts: Sequence[PromptPart]
+    encoded: list[Encoded]
+    ids: list[int]
+    key: list[object]
+    slot: tuple[str, Adapter]
+    conversation: _Conversation
+    reuse: int
+    """Prompt tokens whose keys and values come from the cache."""
+
+
 class Phi4MMEngine:
     def __init__(self, options: Phi4MMOptions | None = None) -> None:
         self.options = options or Phi4MMOptions()
         self._loaded: LoadedModel | None = None
-        self._conversations: dict[tuple[str, Adapter], _Conversation] = {}
-        self._parts: OrderedDict[tuple[object, ...], _Encoded] = OrderedDict()
-        self._memo = threading.Lock()
-        """Sessions count their turns' tokens from the event loop while the worker encodes."""
+        self._encoder: PartEncoder | None = None
+        self._conversations: OrderedDict[tuple[str, Adapter], _Conversation] = OrderedDict()
+        """Least recently used first."""
 
     @property
     def loaded(self) -> LoadedModel:
@@ -104,6 +93,17 @@ class Phi4MMEngine:
             self._loaded = load_checkpoint(
                 folder, device=self.options.device, attention=self.options.attention
             )
+            self._encoder = PartEncoder(self._loaded)
+
+    @property
+    def encoder(self) -> PartEncoder:
+        self.load()
+        assert self._encoder is not None
+        return self._encoder
+
+    @property
+    def context_window(self) -> int:
+        return int(self.loaded.model.config.max_position_embeddings)
 
     @property
     def original_context(self) -> int:
@@ -116,7 +116,21 @@ class Phi4MMEngine:
             del self._conversations[slot]
 
     def count_tokens(self, part: PromptPart) -> int:
-        return len(self._encode(part).ids)
+        """The part's tokens as the model reads them (its media as the processor counts)."""
+        return len(self.encoder.encode(part).ids)
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        config = self.loaded.model.config
+        head_dim = getattr(config, "head_dim", None) or (
+            config.hidden_size // config.num_attention_heads
+        )
+        layers, heads = config.num_hidden_layers, config.num_key_value_heads
+        return 2 * layers * heads * head_dim * self.loaded.dtype.itemsize
+
+    def cached_tokens(self) -> dict[tuple[str, Adapter], int]:
+        """Each conversation's cache, by (thread, adapter), least recently used first."""
+        return {slot: c.cache.get_seq_length() for slot, c in self._conversations.items()}
 
     def generate(
         self,
@@ -133,10 +147,44 @@ class Phi4MMEngine:
         ``thread`` names the conversation whose cache is reused: side requests such as ASR
         keep their own, so they never evict the chat's.
         """
-        encoded = [self._encode(p) for p in parts]
+        max_new = max_new_tokens or self.options.max_new_tokens
+        request = self._open(parts, adapter, thread, max_new)
+        ids, cache = request.ids, request.conversation.cache
+        with self._closing_on_error(request):
+            self._prefill(request, stop=len(ids) - 1)
+            with torch.inference_mode(), self._rope(request.conversation.long_rope):
+                output = self._run_generate(ids, cache, max_new, on_text, cancelled)
+        sequence = output[0].tolist()
+        request.conversation.key = (request.key + sequence[len(ids) :])[: cache.get_seq_length()]
+        self._keep_within_budget()
+        return GenerationStats(
+            prompt_tokens=len(ids),
+            cached_tokens=request.reuse,
+            generated_tokens=len(sequence) - len(ids),
+        )
+
+    def next_token_logits(
+        self, parts: Sequence[PromptPart], adapter: Adapter, *, thread: str = "chat"
+    ) -> tuple[torch.Tensor, GenerationStats]:
+        """What the model would say next, read through the same cache ``generate`` keeps: how
+        the tests and the benchmark check a reused cache against a fresh one."""
+        request = self._open(parts, adapter, thread, self.options.max_new_tokens)
+        with self._closing_on_error(request):
+            logits = self._prefill(request, stop=len(request.ids))
+        request.conversation.key = request.key
+        self._keep_within_budget()
+        assert logits is not None
+        stats = GenerationStats(len(request.ids), cached_tokens=request.reuse, generated_tokens=0)
+        return logits[0, -1].float(), stats
+
+    def _open(
+        self, parts: Sequence[PromptPart], adapter: Adapter, thread: str, max_new: int
+    ) -> _Request:
+        """Encode the request and take its conversation's cache back to what it shares with
+        the request (never the whole request: its last token is run again)."""
+        encoded = [self.encoder.encode(p) for p in parts]
         ids = [i for e in encoded for i in e.ids]
         key = [k for e in encoded for k in e.key]
-        max_new = max_new_tokens or self.options.max_new_tokens
         long_rope = len(ids) + max_new > self.original_context
         slot = (thread, adapter)
         conversation = self._conversations.get(slot)
@@ -148,22 +196,20 @@ class Phi4MMEngine:
                 DynamicCache(config=self.loaded.model.config), [], long_rope
             )
             self._conversations[slot] = conversation
+        self._conversations.move_to_end(slot)
         reuse = _part_boundary(encoded, reuse)
-        cache = conversation.cache
-        cache.crop(reuse - cache.get_seq_length())
+        conversation.cache.crop(reuse - conversation.cache.get_seq_length())
         self._activate(adapter)
+        return _Request(parts, encoded, ids, key, slot, conversation, reuse)
+
+    @contextlib.contextmanager
+    def _closing_on_error(self, request: _Request) -> Iterator[None]:
+        """A request that fails half way leaves a cache nobody can trust: it goes."""
         try:
-            with torch.inference_mode(), self._rope(long_rope):
-                self._prefill(encoded, cache, start=reuse, stop=len(ids) - 1)
-                output = self._run_generate(ids, cache, max_new, on_text, cancelled)
+            yield
         except BaseException:
-            del self._conversations[slot]
+            self._conversations.pop(request.slot, None)
             raise
-        sequence = output[0].tolist()
-        conversation.key = (key + sequence[len(ids) :])[: cache.get_seq_length()]
-        return GenerationStats(
-            prompt_tokens=len(ids), cached_tokens=reuse, generated_tokens=len(sequence) - len(ids)
-        )
 
     def transcribe(self, clips: Sequence[np.ndarray], *, max_new_tokens: int = 0) -> str:
         """The model's own ASR of ``clips``, outside the conversation (its cache is untouched)."""
@@ -184,68 +230,41 @@ class Phi4MMEngine:
                 thread="asr",
             )
         finally:
-            self._parts.pop(_part_id(part), None)
+            self.encoder.forget(part)
         return "".join(pieces).strip()
 
-    def _encode(self, part: PromptPart) -> _Encoded:
-        part_id = _part_id(part)
-        with self._memo:
-            if (found := self._parts.get(part_id)) is not None:
-                self._parts.move_to_end(part_id)
-                return found
-        processor = self.loaded.processor
-        text = PLACEHOLDER.sub(
-            lambda m: processor.audio_token if m.group(1) == "audio" else processor.image_token,
-            part.text,
-        )
-        audios = [m.audio.astype(np.float32) / 32768.0 for m in part.media if m.audio is not None]
-        images = [m.image for m in part.media if m.image is not None]
-        inputs = processor(
-            text=text,
-            audio=audios or None,
-            images=images or None,
-            sampling_rate=16000 if audios else None,
-            return_tensors="pt",
-        )
-        ids = inputs["input_ids"][0].tolist()
-        encoded = _Encoded(
-            ids=ids,
-            key=_media_key(ids, part, {processor.audio_token_id, processor.image_token_id}),
-            media_inputs={
-                name: value.to(self.loaded.device)
-                for name, value in inputs.items()
-                if name.startswith(("audio_", "image_")) and isinstance(value, torch.Tensor)
-            },
-        )
-        for name in ("audio_input_features", "image_pixel_values"):
-            if name in encoded.media_inputs:
-                encoded.media_inputs[name] = encoded.media_inputs[name].to(self.loaded.dtype)
-        with self._memo:
-            self._parts[part_id] = encoded
-            if len(self._parts) > PART_MEMO_SIZE:
-                self._parts.popitem(last=False)
-        return encoded
+    def _keep_within_budget(self) -> None:
+        """Drop the least recently used caches (never the one just used) beyond the budget: a
+        conversation that comes back to a dropped one, or to another adapter's, prefills it
+        again."""
+        budget = self.options.kv_cache_gib * 2**30 / self.kv_bytes_per_token
+        while len(self._conversations) > 1 and sum(self.cached_tokens().values()) > budget:
+            self._conversations.popitem(last=False)
 
-    def _prefill(
-        self, encoded: list[_Encoded], cache: DynamicCache, *, start: int, stop: int
-    ) -> None:
-        model, offset = self.loaded.model, 0
-        for part in encoded:
-            begin, end = max(start, offset), min(stop, offset + len(part.ids))
-            if begin < end:
-                ids = torch.tensor(
-                    [part.ids[begin - offset : end - offset]], device=self.loaded.device
-                )
-                media = part.media_inputs if begin == offset else {}
-                model(
-                    input_ids=ids,
-                    attention_mask=torch.ones((1, end), dtype=torch.long, device=ids.device),
-                    past_key_values=cache,
-                    use_cache=True,
-                    logits_to_keep=1,
-                    **media,
-                )
-            offset += len(part.ids)
+    def _prefill(self, request: _Request, *, stop: int) -> torch.Tensor | None:
+        """Run the request's parts from its reuse point to ``stop``, a part at a time (a part's
+        media go in with its first token); the last pass's logits come back."""
+        model, offset, logits = self.loaded.model, 0, None
+        cache = request.conversation.cache
+        with torch.inference_mode(), self._rope(request.conversation.long_rope):
+            for prompt_part, part in zip(request.parts, request.encoded, strict=True):
+                begin, end = max(request.reuse, offset), min(stop, offset + len(part.ids))
+                if begin < end:
+                    ids = torch.tensor(
+                        [part.ids[begin - offset : end - offset]], device=self.loaded.device
+                    )
+                    first = begin == offset and part.has_media
+                    media = self.encoder.media_inputs(prompt_part) if first else {}
+                    logits = model(
+                        input_ids=ids,
+                        attention_mask=torch.ones((1, end), dtype=torch.long, device=ids.device),
+                        past_key_values=cache,
+                        use_cache=True,
+                        logits_to_keep=1,
+                        **media,
+                    ).logits
+                offset += len(part.ids)
+        return logits
 
     def _run_generate(
         self,
@@ -304,21 +323,11 @@ class Phi4MMEngine:
             rotary.original_inv_freq = short
 
 
-def _part_id(part: PromptPart) -> tuple[object, ...]:
-    return (part.text, *(m.key for m in part.media))
-
-
-def _media_key(ids: list[int], part: PromptPart, media_ids: set[int]) -> list[object]:
-    """Media tokens carry their part's media keys: equal ids from other clips must not match."""
-    keys = tuple(m.key for m in part.media)
-    return [(keys, i) if token in media_ids else token for i, token in enumerate(ids)]
-
-
-def _part_boundary(encoded: list[_Encoded], reuse: int) -> int:
+def _part_boundary(encoded: list[Encoded], reuse: int) -> int:
     """Cut reuse back to the start of a media-bearing part it ends inside."""
     offset = 0
     for part in encoded:
-        if offset < reuse < offset + len(part.ids) and part.media_inputs:
+        if offset < reuse < offset + len(part.ids) and part.has_media:
             return offset
         offset += len(part.ids)
     return reuse

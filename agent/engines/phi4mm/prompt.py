@@ -11,12 +11,15 @@ format for past tool calls and results; this follows the model's own tokenizer t
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from livekit.agents import llm
 
-from .engine import Media, PromptPart
+from ...context import MediaKind
+from .parts import Media, PromptPart
+
+IMAGE_NOTE = "(an image was shown here) "
 
 JSON_TO_CARD_TYPES = {
     "string": "str",
@@ -63,8 +66,11 @@ def render(
     tools: list[dict[str, Any]],
     items: Sequence[llm.ChatItem],
     media_of: Callable[[str], tuple[Media, ...]],
+    as_text: Mapping[str, frozenset[MediaKind]] | None = None,
 ) -> list[PromptPart]:
-    """One part per turn, ending with the assistant's cue."""
+    """One part per turn, ending with the assistant's cue. A turn's media named in ``as_text``
+    are left out: an image for a one-line note, audio for the turn's transcript."""
+    as_text = as_text or {}
     system = [instructions] + [
         m.text_content or ""
         for m in items
@@ -96,17 +102,23 @@ def render(
         if isinstance(item, llm.FunctionCallOutput):
             parts.append(PromptPart(f"<|tool|>{item.output}<|end|>"))
         elif isinstance(item, llm.ChatMessage) and item.role == "user":
-            media = media_of(item.id)
+            read = as_text.get(item.id, frozenset())
+            media = tuple(m for m in media_of(item.id) if _kind(m) not in read)
             images = "".join(placeholder("image") for m in media if m.image is not None)
             audio = "".join(placeholder("audio") for m in media if m.audio is not None)
+            note = IMAGE_NOTE if "image" in read else ""
             # a spoken turn is heard, not read: its transcript stays out of the prompt
             text = "" if audio else item.text_content or ""
-            parts.append(PromptPart(f"<|user|>{images}{audio}{text}<|end|>", media))
+            parts.append(PromptPart(f"<|user|>{note}{images}{audio}{text}<|end|>", media))
         elif isinstance(item, llm.ChatMessage) and item.role == "assistant":
             parts.append(PromptPart(f"<|assistant|>{item.text_content or ''}<|end|>"))
     close_calls()
     parts.append(PromptPart("<|assistant|>"))
     return parts
+
+
+def _kind(media: Media) -> MediaKind:
+    return "image" if media.image is not None else "audio"
 
 
 def prompt_text(parts: Sequence[PromptPart]) -> str:

@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-import numpy as np
 from livekit import rtc
 from livekit.agents import llm, utils
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
@@ -26,34 +25,18 @@ from PIL import Image
 
 from audio.segmenter import SegmenterOptions
 
+from ...context import ContextMeter, ContextOptions
 from ...tool_calls import relay_reply
 from .checkpoint import resolve_checkpoint
-from .engine import Adapter, Media, Phi4MMEngine, Phi4MMOptions, PromptPart
+from .engine import Adapter, Phi4MMEngine, Phi4MMOptions
+from .parts import Media, PromptPart
 from .prompt import card_tools, render
-from .turn_audio import MODEL_SAMPLE_RATE, TurnAudio
+from .records import Records, ReplyRecord, TurnRecord
+from .turn_audio import TurnAudio
+from .window import PromptWindow
 
 T = TypeVar("T")
 logger = logging.getLogger("voice_agent")
-
-
-@dataclass
-class TurnRecord:
-    """What a committed user turn sent to the model, for the event log (wall-clock times)."""
-
-    speech_started_at: float
-    speech_ended_at: float
-    committed_at: float
-    clips: list[np.ndarray]
-    tokens: int = 0
-
-
-@dataclass(frozen=True)
-class ReplyRecord:
-    ttft_s: float
-    """From the reply being asked for to its first text."""
-    first_text_at: float
-    eou_delay_s: float | None
-    """From the end of the speech it answers to the commit of that turn."""
 
 
 class Phi4MMRealtimeModel(llm.RealtimeModel):
@@ -67,6 +50,7 @@ class Phi4MMRealtimeModel(llm.RealtimeModel):
         segmenter: SegmenterOptions | None = None,
         engine: Phi4MMEngine | None = None,
         worker: ThreadPoolExecutor | None = None,
+        context: ContextOptions | None = None,
     ) -> None:
         super().__init__(
             capabilities=llm.RealtimeCapabilities(
@@ -83,16 +67,20 @@ class Phi4MMRealtimeModel(llm.RealtimeModel):
         )
         self.engine = engine or Phi4MMEngine(options)
         self.segmenter = segmenter
+        self.context = context or ContextOptions()
+        self.meter = ContextMeter()
         self.thread = f"chat-{uuid.uuid4().hex[:8]}"
         """The engine's name for this conversation's caches."""
-        self.turns: dict[str, TurnRecord] = {}
-        self.replies: dict[str, ReplyRecord] = {}
+        self.records = Records()
         self._executor = worker or ThreadPoolExecutor(max_workers=1, thread_name_prefix="phi4mm")
 
     def fork(self) -> Phi4MMRealtimeModel:
         """A model for another conversation over the same weights and worker thread."""
         return Phi4MMRealtimeModel(
-            segmenter=self.segmenter, engine=self.engine, worker=self._executor
+            segmenter=self.segmenter,
+            engine=self.engine,
+            worker=self._executor,
+            context=self.context,
         )
 
     @property
@@ -112,8 +100,13 @@ class Phi4MMRealtimeModel(llm.RealtimeModel):
         self.engine.load()
 
     @property
+    def own_context_window(self) -> int:
+        return self.engine.context_window
+
+    @property
     def context_window(self) -> int:
-        return int(self.engine.loaded.model.config.max_position_embeddings)
+        """The tokens a conversation may use: the model's own, or less if the options say."""
+        return self.context.max_tokens or self.own_context_window
 
     def prompt_tokens(self, instructions: str, tools: Sequence[llm.Tool | llm.Toolset]) -> int:
         """The system turn's size, tools included, as the model reads it."""
@@ -121,21 +114,7 @@ class Phi4MMRealtimeModel(llm.RealtimeModel):
         return sum(self.engine.count_tokens(part) for part in parts)
 
     def item_details(self, item_id: str) -> dict[str, Any]:
-        """What the event log adds to a turn or a reply this model produced."""
-        if (turn := self.turns.get(item_id)) is not None:
-            return {
-                "speech_started_at": turn.speech_started_at,
-                "speech_ended_at": turn.speech_ended_at,
-                "audio_s": round(sum(len(c) for c in turn.clips) / MODEL_SAMPLE_RATE, 3),
-                "tokens": turn.tokens,
-            }
-        if (reply := self.replies.get(item_id)) is not None:
-            return {
-                "ttft_s": reply.ttft_s,
-                "first_text_at": reply.first_text_at,
-                "eou_delay_s": reply.eou_delay_s,
-            }
-        return {}
+        return self.records.details(item_id)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run on the model's own thread: the model is used from one thread at a time."""
@@ -181,6 +160,9 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
         self._current: _Generation | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._transcribing = asyncio.Lock()
+        self._window = PromptWindow(
+            model.engine, model.context, lambda: model.context_window, model.meter
+        )
 
     @property
     def chat_ctx(self) -> llm.ChatContext:
@@ -229,7 +211,7 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
         media = [Media(key=f"{item_id}-image", image=image)] if image is not None else []
         media += [Media(key=f"{item_id}-audio{i}", audio=c) for i, c in enumerate(turn.clips)]
         self._media[item_id] = tuple(media)
-        self._model.turns[item_id] = TurnRecord(
+        self._model.records.turns[item_id] = TurnRecord(
             speech_started_at=now - turn.lead_s,
             speech_ended_at=now - turn.tail_s,
             committed_at=now,
@@ -323,12 +305,21 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
 
     async def _stream_reply(self, generation: _Generation, extra_instructions: str) -> None:
         instructions = "\n".join(s for s in (self._instructions, extra_instructions) if s)
-        items = self._chat_ctx.items
-        parts = render(instructions, card_tools(self._tools.flatten()), items, self._media_of)
+        items = list(self._chat_ctx.items)
+        tools = card_tools(self._tools.flatten())
+        parts, trim = await self._model.run(
+            self._window.prepare,
+            instructions,
+            tools,
+            items,
+            self._media_of,
+            lambda item_id: item_id not in self._untranscribed,
+        )
+        self._model.meter.report(trim)
         generation.answers = self._latest_user_turn(items)
         # a tool continuation has no user turn of its own: it keeps its turn's adapter
         adapter = adapter_for(self._media_of(generation.answers or ""))
-        _, calls = await relay_reply(
+        stats, calls = await relay_reply(
             lambda on_text: self._model.run(
                 self._model.engine.generate,
                 parts,
@@ -351,13 +342,14 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
             self._chat_ctx.insert(
                 llm.ChatMessage(id=generation.message_id, role="assistant", content=[text])
             )
+        self._model.meter.latest = stats.prompt_tokens + stats.generated_tokens
         self._count_turn_tokens(parts)
 
     def _say(self, generation: _Generation, text: str) -> None:
         if text:
             if not generation.spoken:
-                turn = self._model.turns.get(generation.answers or "")
-                self._model.replies[generation.message_id] = ReplyRecord(
+                turn = self._model.records.turns.get(generation.answers or "")
+                self._model.records.replies[generation.message_id] = ReplyRecord(
                     ttft_s=round(time.perf_counter() - generation.requested_at, 3),
                     first_text_at=time.time(),
                     eou_delay_s=(
@@ -370,7 +362,7 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
     def _count_turn_tokens(self, parts: list[PromptPart]) -> None:
         by_media = {tuple(m.key for m in p.media): p for p in parts if p.media}
         for item_id in self._untranscribed:
-            record = self._model.turns[item_id]
+            record = self._model.records.turns[item_id]
             media_keys = tuple(m.key for m in self._media[item_id])
             if record.tokens == 0 and (part := by_media.get(media_keys)) is not None:
                 record.tokens = self._model.engine.count_tokens(part)
@@ -382,7 +374,7 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
                 self._untranscribed.pop(0)
 
     async def _transcribe(self, item_id: str) -> None:
-        record = self._model.turns[item_id]
+        record = self._model.records.turns[item_id]
         transcript = await self._model.run(self._model.engine.transcribe, record.clips)
         item = self._chat_ctx.get_by_id(item_id)
         if isinstance(item, llm.ChatMessage):

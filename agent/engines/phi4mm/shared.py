@@ -10,8 +10,9 @@ from livekit.agents import llm
 
 from audio import WebRTCVADOptions
 
+from ...context import ContextOptions
 from ...models import off_the_loop
-from ...profile import Profile, ProfileError
+from ...profile import Profile
 from .. import require_room_to_talk
 from .engine import Phi4MMOptions
 from .realtime import Phi4MMRealtimeModel
@@ -33,14 +34,10 @@ class Phi4MMModels:
 async def load(
     profile: Profile, instructions: str, tools: list[llm.Tool | llm.Toolset]
 ) -> Phi4MMModels:
-    if profile.context.max_tokens:
-        raise ProfileError(
-            "a context window of your own (context.max_tokens, --max-context) is for the lite "
-            "engine so far; Phi-4-multimodal uses its whole 128K window"
-        )
     model = Phi4MMRealtimeModel(
         Phi4MMOptions(**profile.phi4mm.model_dump()),
         segmenter=WebRTCVADOptions(**profile.vad.model_dump()),
+        context=ContextOptions(**profile.context.model_dump()),
     )
     await off_the_loop(model.locate)
     logger.info("loading Phi-4-multimodal: %s", profile.phi4mm.model)

@@ -1,0 +1,77 @@
+"""A Phi-4-multimodal conversation rendered within its context window.
+
+Counting is exact: each part as the processor encodes it (audio and images by the processor's
+own token counts), remembered by the engine. When the request would pass the trigger, the
+shared policy (``agent.context``) cuts it: old images become a note, old turns' audio their
+transcript, then the oldest exchanges go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from livekit.agents import llm
+
+from ...context import ContextMeter, ContextOptions, ContextWindow, MediaKind, Request, Trim
+from .engine import Phi4MMEngine
+from .parts import Media, PromptPart
+from .prompt import render
+
+MediaOf = Callable[[str], tuple[Media, ...]]
+
+
+class PromptWindow:
+    """One conversation's window over the shared engine (blocking: call it on the model's
+    thread, since counting may run the processor)."""
+
+    def __init__(
+        self,
+        engine: Phi4MMEngine,
+        options: ContextOptions,
+        size: Callable[[], int],
+        meter: ContextMeter,
+    ) -> None:
+        self._engine = engine
+        self._options = options
+        self._size = size
+        """The window's tokens, read once the weights are loaded."""
+        self._meter = meter
+        self._window: ContextWindow | None = None
+
+    def prepare(
+        self,
+        instructions: str,
+        tools: list[dict[str, Any]],
+        items: list[llm.ChatItem],
+        media_of: MediaOf,
+        transcribed: Callable[[str], bool],
+    ) -> tuple[list[PromptPart], Trim | None]:
+        """The request's parts, and the trim made first if there was one."""
+
+        def parts_of(request: Request) -> list[PromptPart]:
+            return render(instructions, tools, request.items, media_of, request.as_text)
+
+        def count(request: Request) -> int:
+            return sum(self._engine.count_tokens(part) for part in parts_of(request))
+
+        def droppable(item_id: str) -> frozenset[MediaKind]:
+            """An image can always become a note; audio only once it has a transcript."""
+            media = media_of(item_id)
+            kinds: set[MediaKind] = set()
+            if any(m.image is not None for m in media):
+                kinds.add("image")
+            if any(m.audio is not None for m in media) and transcribed(item_id):
+                kinds.add("audio")
+            return frozenset(kinds)
+
+        if self._window is None:
+            reserve = self._engine.options.max_new_tokens
+            self._window = ContextWindow(self._options, self._size(), reserve)
+        request, trim = self._window.kept(items), None
+        tokens = count(request)
+        if self._window.needs_trim(tokens):
+            request, trim = self._window.trim(request, count, droppable)
+            tokens = trim.after
+        self._meter.requested(request, tokens)
+        return parts_of(request), trim
