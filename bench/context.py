@@ -108,7 +108,7 @@ class Conversation:
         pieces: list[str] = []
         self.engine.generate(
             parts,
-            adapter_for(self.media[items[-1].id]),
+            adapter_for([media for part in parts for media in part.media]),
             on_text=pieces.append,
             cancelled=threading.Event(),
             max_new_tokens=REPLY_TOKENS,

@@ -18,6 +18,7 @@ from agent.context import ContextMeter, ContextOptions, Trim
 from agent.engines.phi4mm.engine import Phi4MMEngine, Phi4MMOptions
 from agent.engines.phi4mm.parts import Media, PromptPart
 from agent.engines.phi4mm.prompt import IMAGE_NOTE
+from agent.engines.phi4mm.realtime import adapter_for
 from agent.engines.phi4mm.window import PromptWindow
 from audio import load_audio
 from tests.conftest import DEMO, SHARED_AUDIO, voice_agent
@@ -167,9 +168,8 @@ def test_a_long_spoken_conversation_with_images_stays_in_its_window(engine, spee
             trims_order(trim, parts)
             assert trim.after + MAX_NEW <= 0.5 * window
             meter.emit("context_trimmed", trim)
-            assert_cache_is_right(
-                engine, parts, "vision" if n % 5 == 0 else "speech", thread="long"
-            )
+            media = [m for p in parts for m in p.media]
+            assert_cache_is_right(engine, parts, adapter_for(media), thread="long")
         talk.reply(n)
         assert text.count("<|tool_call|>") == text.count("<|tool|>It is noon.")
     assert 3 <= len(trims) <= 12, trims
@@ -229,3 +229,30 @@ def test_a_phi4mm_run_with_a_small_window_trims_and_keeps_answering(tiny_phi4mm,
     assert trims and all(t["after"] < t["before"] for t in trims)
     assert len(replies) >= 3 and all(r["text"] for r in replies), "every question answered"
     assert all(0 < e["context_tokens"] <= 700 for e in replies + turns)
+
+
+def test_caches_past_the_memory_budget_go_least_recently_used_first(engine, tiny_phi4mm, speech):
+    def engine_with_room_for(tokens: int) -> Phi4MMEngine:
+        gib = tokens * engine.kv_bytes_per_token / 2**30
+        return Phi4MMEngine(Phi4MMOptions(model=str(tiny_phi4mm), kv_cache_gib=gib))
+
+    system = PromptPart("<|system|>You are a helpful assistant.<|end|>")
+    request = [
+        system,
+        user("one two three four " * 60, "b1", speech[:16000]),
+        PromptPart("<|assistant|>"),
+    ]
+    size = sum(engine.count_tokens(p) for p in request)
+
+    tight = engine_with_room_for(int(size * 1.5))
+    tight.next_token_logits(request, "speech", thread="a")
+    tight.next_token_logits(request, "vision", thread="a")  # the same talk, now with a frame
+    assert list(tight.cached_tokens()) == [("a", "vision")], "the older adapter's cache went"
+    _, again = tight.next_token_logits(request, "speech", thread="a")
+    assert again.cached_tokens == 0, "switching back prefills the conversation again"
+
+    roomy = engine_with_room_for(size * 3)
+    roomy.next_token_logits(request, "speech", thread="a")
+    roomy.next_token_logits(request, "speech", thread="b")
+    _, again = roomy.next_token_logits(request, "speech", thread="a")
+    assert again.cached_tokens == again.prompt_tokens - 1, "within the budget both stay"

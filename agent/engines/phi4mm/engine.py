@@ -16,6 +16,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Literal
 
 import numpy as np
@@ -183,14 +184,14 @@ class Phi4MMEngine:
         """Encode the request and take its conversation's cache back to what it shares with
         the request (never the whole request: its last token is run again)."""
         encoded = [self.encoder.encode(p) for p in parts]
-        ids = [i for e in encoded for i in e.ids]
-        key = [k for e in encoded for k in e.key]
+        ids = list(chain.from_iterable(e.ids for e in encoded))
+        key = list(chain.from_iterable(e.key for e in encoded))
         long_rope = len(ids) + max_new > self.original_context
         slot = (thread, adapter)
         conversation = self._conversations.get(slot)
         reuse = 0
         if conversation is not None and conversation.long_rope == long_rope:
-            reuse = min(common_prefix(conversation.key, key), len(ids) - 1)
+            reuse = min(_shared_prefix(conversation.key, encoded), len(ids) - 1)
         else:
             conversation = _Conversation(
                 DynamicCache(config=self.loaded.model.config), [], long_rope
@@ -321,6 +322,18 @@ class Phi4MMEngine:
             yield
         finally:
             rotary.original_inv_freq = short
+
+
+def _shared_prefix(cached: list[object], encoded: list[Encoded]) -> int:
+    """Tokens ``cached`` shares with the request: whole parts compared at once (in C), then
+    the first part that differs token by token."""
+    offset = 0
+    for part in encoded:
+        end = offset + len(part.key)
+        if cached[offset:end] != part.key:
+            return offset + common_prefix(cached[offset:end], part.key)
+        offset = end
+    return offset
 
 
 def _part_boundary(encoded: list[Encoded], reuse: int) -> int:

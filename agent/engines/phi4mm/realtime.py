@@ -317,8 +317,7 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
         )
         self._model.meter.report(trim)
         generation.answers = self._latest_user_turn(items)
-        # a tool continuation has no user turn of its own: it keeps its turn's adapter
-        adapter = adapter_for(self._media_of(generation.answers or ""))
+        adapter = adapter_for([media for part in parts for media in part.media])
         stats, calls = await relay_reply(
             lambda on_text: self._model.run(
                 self._model.engine.generate,
@@ -409,8 +408,10 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
 
 
 def adapter_for(media: Sequence[Media]) -> Adapter:
-    """As the reference implementation chooses (modeling_phi4mm.py, ``input_mode``): an image,
-    with or without audio → vision; audio alone → speech; text only → no adapter."""
+    """As the reference implementation chooses (modeling_phi4mm.py, ``input_mode``, from all
+    of a request's media): an image, with or without audio → vision; audio alone → speech; text
+    only → no adapter. So a conversation keeps one adapter while its images are in the window,
+    instead of switching caches with every turn."""
     if any(m.image is not None for m in media):
         return "vision"
     return "speech" if any(m.audio is not None for m in media) else None
