@@ -24,6 +24,7 @@ from .signals import StoppedBeforeStart
 
 if TYPE_CHECKING:
     from .serve import ServeOptions
+    from .vision import FrameFiles
 
 EXIT_USAGE = 2
 SPEED_RANGE = (0.1, 10.0)
@@ -110,10 +111,16 @@ def _run_file(args: argparse.Namespace) -> int:
     from .transports.file import OutputDirError, run_file
 
     profile = _profile(args)
+    frames = _frame_files(args, profile)
     try:
         result = asyncio.run(
             run_file(
-                Path(args.input), Path(args.out), profile, speed=args.speed, echo=not args.quiet
+                Path(args.input),
+                Path(args.out),
+                profile,
+                speed=args.speed,
+                echo=not args.quiet,
+                frames=frames,
             )
         )
     except OutputDirError as e:
@@ -128,6 +135,24 @@ def _run_file(args: argparse.Namespace) -> int:
         print(f"stopped by {result.stopped_by.name}: the files end where it came")
         return 128 + int(result.stopped_by)
     return 0
+
+
+def _frame_files(args: argparse.Namespace, profile: Profile) -> FrameFiles | None:
+    """The run's images and video, opened now: a missing or unreadable one, or one given to
+    an engine that cannot see, is refused before any model loads."""
+    from .vision import FrameFiles, FrameSourceError, parse_timed_image
+
+    if not (args.image or args.video):
+        return None
+    if not ENGINES[profile.engine].sees:
+        raise UsageError(
+            f"the {profile.engine} engine cannot see: --image and --video need --engine phi4mm"
+        )
+    try:
+        images = [parse_timed_image(value) for value in args.image or []]
+        return FrameFiles.open(images, Path(args.video) if args.video else None)
+    except FrameSourceError as e:
+        raise UsageError(str(e)) from None
 
 
 def _console(args: argparse.Namespace) -> int:
@@ -243,6 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="play the input faster (2 = twice; 0.1 to 10)",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no live transcript")
+    run.add_argument(
+        "--image",
+        action="append",
+        metavar="FILE[@SECONDS]",
+        help="show an image from SECONDS into the recording on (default 0; repeatable)",
+    )
+    run.add_argument("--video", metavar="FILE", help="show a video along the recording")
     with_session_options(run)
     run.set_defaults(handler=_run_file)
 

@@ -26,7 +26,7 @@ from tools.services import AgentServices
 from .context import Trim, meter_of
 from .events import tool_calls
 from .profile import Profile
-from .session import SessionFactory, bridge_for
+from .session import ConversationSession, SessionFactory, bridge_for
 
 logger = logging.getLogger("voice_agent")
 
@@ -41,7 +41,7 @@ class ControlledSession:
 
     def __init__(
         self,
-        session: AgentSession[AgentServices],
+        session: ConversationSession,
         agent: Agent,
         control: SessionControl,
         bridge: MqttBridge | None,

@@ -145,6 +145,8 @@ class EventLog:
             return
         if item.role == "user":
             details = self._item_details(item.id)
+            for image in details.get("images", []):  # taken at (wall clock) → on the timeline
+                image["time"] = _rounded(self._timeline.at(image.pop("at")))
             start_at = details.pop("speech_started_at", 0.0)
             end_at = details.pop("speech_ended_at", 0.0)
             start = self._timeline.at(start_at) if start_at else self._turn_start

@@ -97,6 +97,17 @@ class ContextSettings(_Section):
         return self
 
 
+class VisionSettings(_Section):
+    speaking_fps: float = Field(1.0, ge=0, le=30)
+    """Frames looked at per second while the user speaks (LiveKit's rate)…"""
+    silent_fps: float = Field(0.3, ge=0, le=30)
+    """…and while the user is silent."""
+    change_threshold: float = Field(0.03, ge=0, le=1)
+    """A frame is kept only if its grey thumbnail differs this much (0–1) from the last kept."""
+    max_side: int = Field(448, ge=64, le=4096)
+    """Frames are scaled down to fit: 448 px is one crop (477 tokens at 4:3; 640x480: 1,065)."""
+
+
 class MqttSection(_Section):
     enabled: bool = False
     url: str = "mqtt://127.0.0.1:1883"
@@ -121,6 +132,7 @@ class Profile(_Section):
     lite: LiteEngineSettings = LiteEngineSettings()
     phi4mm: Phi4MMSettings = Phi4MMSettings()
     context: ContextSettings = ContextSettings()
+    vision: VisionSettings = VisionSettings()
     mqtt: MqttSection = MqttSection()
     devices: dict[str, str] = {}
     """Device name → MQTT topic: the only devices the device tools may touch."""

@@ -8,6 +8,7 @@ barge-in back for an echo-canceller warm-up; here each of them is set, so a sess
 from __future__ import annotations
 
 import gc
+from typing import Any
 
 from livekit import rtc
 from livekit.agents import Agent, AgentSession, TurnHandlingOptions, llm
@@ -23,6 +24,7 @@ from tools.services import AgentServices
 from .engines import LoadedEngine, load_engine
 from .models import bundled_smart_turn, off_the_loop
 from .profile import Profile, ProfileError
+from .vision import FrameSampler, VisionOptions
 
 
 def bridge_for(profile: Profile, *, device_id: str = "") -> MqttBridge | None:
@@ -41,6 +43,11 @@ class ConversationSession(AgentSession[AgentServices]):
 
     LiveKit appends every event to a list that lives as long as the session, for a report we
     do not make (events.jsonl is ours): over a kiosk's day that list is a leak."""
+
+    def __init__(self, *, frame_sampler: FrameSampler, **options: Any) -> None:
+        super().__init__(video_sampler=frame_sampler, **options)
+        self.frame_sampler = frame_sampler
+        """Which camera frames reach the model; a transport with a clock of its own sets it."""
 
     def emit(self, event: EventTypes, arg: AgentEvent) -> None:
         rtc.EventEmitter.emit(self, event, arg)
@@ -85,9 +92,7 @@ class SessionFactory:
         gc.freeze()  # models and libraries stay for good: collections need not walk them
         return factory
 
-    def session(
-        self, *, bridge: MqttBridge | None = None
-    ) -> tuple[AgentSession[AgentServices], Agent]:
+    def session(self, *, bridge: MqttBridge | None = None) -> tuple[ConversationSession, Agent]:
         """A new conversation; device tools act through ``bridge``."""
         profile = self.profile
         devices = DeviceGateway(bridge, profile.devices) if bridge is not None else None
@@ -115,6 +120,7 @@ class SessionFactory:
             ),
             aec_warmup_duration=None,
             user_away_timeout=None,
+            frame_sampler=FrameSampler(VisionOptions(**profile.vision.model_dump())),
             **self.engine.plugins(),
         )
         return session, Agent(instructions=self.instructions, tools=self.tools)

@@ -26,11 +26,13 @@ class EngineEntry:
     """The module whose ``async load(profile, instructions, tools)`` loads the engine."""
     model_setting: str
     """The field of the engine's profile section that ``--model`` sets."""
+    sees: bool = False
+    """Whether the engine's model reads images (camera frames, ``--image``)."""
 
 
 ENGINES: dict[str, EngineEntry] = {
     "lite": EngineEntry("agent.engines.lite.shared", "llm_model"),
-    "phi4mm": EngineEntry("agent.engines.phi4mm.shared", "model"),
+    "phi4mm": EngineEntry("agent.engines.phi4mm.shared", "model", sees=True),
 }
 
 

@@ -23,6 +23,7 @@ from ..control import ControlledSession
 from ..events import EventLog
 from ..profile import Profile
 from ..signals import StopSignals, first_of, unless_stopped
+from ..vision import FrameFiles, TimelineVideoInput
 
 logger = logging.getLogger("voice_agent")
 
@@ -77,8 +78,16 @@ async def _wait_until_idle(
 
 
 async def run_file(
-    input_path: Path, out_dir: Path, profile: Profile, *, speed: float = 1.0, echo: bool = True
+    input_path: Path,
+    out_dir: Path,
+    profile: Profile,
+    *,
+    speed: float = 1.0,
+    echo: bool = True,
+    frames: FrameFiles | None = None,
 ) -> RunResult:
+    """``frames``: images and a video shown along the recording (opened already, so a bad
+    file was refused before anything loaded)."""
     samples = load_audio(input_path, SAMPLE_RATE)
     prepare_out_dir(out_dir)
     with StopSignals() as stop:
@@ -95,6 +104,7 @@ async def run_file(
                 echo=echo,
                 source=str(input_path),
                 stop=stop,
+                frames=frames,
             )
         finally:
             await controlled.aclose(drain_s=STOP_DRAIN_S if stop.received else 3.0)
@@ -112,6 +122,7 @@ async def play_conversation(
     echo: bool,
     source: str,
     stop: StopSignals | None = None,
+    frames: FrameFiles | None = None,
 ) -> dict[str, Any]:
     """Plays ``samples`` (24 kHz mono) into the session and writes the three outputs; a stop
     signal ends it early and the outputs hold the conversation up to there."""
@@ -121,6 +132,11 @@ async def play_conversation(
     audio_out = TimelineAudioOutput(timeline, sample_rate=SAMPLE_RATE, path=out_dir / "agent.wav")
     session.input.audio = audio_in
     session.output.audio = audio_out
+    video_in = None
+    if frames:
+        video_in = TimelineVideoInput(frames, timeline.now, timeline.wall_delay)
+        session.input.video = video_in
+        session.frame_sampler.clock = timeline.now
     log = EventLog(out_dir / "events.jsonl", timeline, echo=sys.stdout if echo else None)
     log.attach(session, audio_out)
     report = lambda record: log.write("error", **record)  # noqa: E731
@@ -138,6 +154,8 @@ async def play_conversation(
         log.write("error", source="run-file", message="the agent did not finish within the timeout")
     heard = audio_in.samples_sent if stopped.is_set() else len(samples)
     audio_in.close()
+    if video_in is not None:
+        video_in.close()
     try:
         await asyncio.wait_for(session.aclose(), CLOSE_TIMEOUT_S)
     except TimeoutError:

@@ -21,6 +21,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from PIL import Image
 from transformers import DynamicCache
 
 from ...generation import GenerationStats, common_prefix, streaming_kwargs
@@ -119,6 +120,11 @@ class Phi4MMEngine:
     def count_tokens(self, part: PromptPart) -> int:
         """The part's tokens as the model reads them (its media as the processor counts)."""
         return len(self.encoder.encode(part).ids)
+
+    def image_tokens(self, image: Image.Image) -> int:
+        """What one image costs in the prompt, as the processor counts it."""
+        counted = self.loaded.processor.image_processor(images=[image], return_tensors="pt")
+        return int(counted["num_img_tokens"][0])
 
     @property
     def kv_bytes_per_token(self) -> int:

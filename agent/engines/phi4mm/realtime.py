@@ -21,17 +21,17 @@ from typing import Any, Literal, TypeVar
 from livekit import rtc
 from livekit.agents import llm, utils
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
-from PIL import Image
 
 from audio.segmenter import SegmenterOptions
 
 from ...context import ContextMeter, ContextOptions
 from ...tool_calls import relay_reply
+from ...vision import FrameNote, VisionOptions, fit, frame_to_image
 from .checkpoint import resolve_checkpoint
 from .engine import Adapter, Phi4MMEngine, Phi4MMOptions
 from .parts import Media, PromptPart
 from .prompt import card_tools, render
-from .records import Records, ReplyRecord, TurnRecord
+from .records import ImageRecord, Records, ReplyRecord, TurnRecord
 from .turn_audio import TurnAudio
 from .window import PromptWindow
 
@@ -51,6 +51,7 @@ class Phi4MMRealtimeModel(llm.RealtimeModel):
         engine: Phi4MMEngine | None = None,
         worker: ThreadPoolExecutor | None = None,
         context: ContextOptions | None = None,
+        vision: VisionOptions | None = None,
     ) -> None:
         super().__init__(
             capabilities=llm.RealtimeCapabilities(
@@ -68,6 +69,9 @@ class Phi4MMRealtimeModel(llm.RealtimeModel):
         self.engine = engine or Phi4MMEngine(options)
         self.segmenter = segmenter
         self.context = context or ContextOptions()
+        self.vision = vision or VisionOptions()
+        self.frame_note: FrameNote | None = None
+        """Where the frame LiveKit pushes next comes from (told by the frame sampler)."""
         self.meter = ContextMeter()
         self.thread = f"chat-{uuid.uuid4().hex[:8]}"
         """The engine's name for this conversation's caches."""
@@ -81,6 +85,7 @@ class Phi4MMRealtimeModel(llm.RealtimeModel):
             engine=self.engine,
             worker=self._executor,
             context=self.context,
+            vision=self.vision,
         )
 
     @property
@@ -112,6 +117,9 @@ class Phi4MMRealtimeModel(llm.RealtimeModel):
         """The system turn's size, tools included, as the model reads it."""
         parts = render(instructions, card_tools(tools), [], lambda _: ())
         return sum(self.engine.count_tokens(part) for part in parts)
+
+    def note_frame(self, note: FrameNote) -> None:
+        self.frame_note = note
 
     def item_details(self, item_id: str) -> dict[str, Any]:
         return self.records.details(item_id)
@@ -155,6 +163,7 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
         self._audio = TurnAudio(model.segmenter)
         self._media: dict[str, tuple[Media, ...]] = {}
         self._frame: rtc.VideoFrame | None = None
+        self._frame_note: FrameNote | None = None
         self._untranscribed: list[str] = []
         self._nothing_heard = False
         self._current: _Generation | None = None
@@ -194,6 +203,7 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
 
     def push_video(self, frame: rtc.VideoFrame) -> None:
         self._frame = frame
+        self._frame_note = self._model.frame_note
 
     def clear_audio(self) -> None:
         self._audio.clear()
@@ -202,13 +212,17 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
         """Close the user's turn: its speech (and the latest camera frame) join the context."""
         now = time.time()
         turn = self._audio.commit()
-        image = _to_image(self._frame) if self._frame is not None else None
-        self._frame = None
         self._nothing_heard = not turn.clips
         if not turn.clips:
-            return
+            return  # a frame waits for a turn with speech
         item_id = f"user_{uuid.uuid4().hex[:12]}"
-        media = [Media(key=f"{item_id}-image", image=image)] if image is not None else []
+        media, images = [], []
+        if self._frame is not None:
+            image = fit(frame_to_image(self._frame), self._model.vision.max_side)
+            media.append(Media(key=f"{item_id}-image", image=image))
+            note = self._frame_note or FrameNote(source="video", at=now)
+            images.append(ImageRecord(note.source, note.at, image.size))
+            self._frame = self._frame_note = None
         media += [Media(key=f"{item_id}-audio{i}", audio=c) for i, c in enumerate(turn.clips)]
         self._media[item_id] = tuple(media)
         self._model.records.turns[item_id] = TurnRecord(
@@ -216,6 +230,7 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
             speech_ended_at=now - turn.tail_s,
             committed_at=now,
             clips=turn.clips,
+            images=images,
         )
         self._chat_ctx.insert(llm.ChatMessage(id=item_id, role="user", content=[""]))
         self._untranscribed.append(item_id)
@@ -342,7 +357,7 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
                 llm.ChatMessage(id=generation.message_id, role="assistant", content=[text])
             )
         self._model.meter.latest = stats.prompt_tokens + stats.generated_tokens
-        self._count_turn_tokens(parts)
+        await self._model.run(self._count_turn_tokens, parts)
 
     def _say(self, generation: _Generation, text: str) -> None:
         if text:
@@ -365,6 +380,9 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
             media_keys = tuple(m.key for m in self._media[item_id])
             if record.tokens == 0 and (part := by_media.get(media_keys)) is not None:
                 record.tokens = self._model.engine.count_tokens(part)
+                images = [m.image for m in part.media if m.image is not None]
+                for image, noted in zip(images, record.images, strict=False):
+                    noted.tokens = self._model.engine.image_tokens(image)
 
     async def _transcribe_pending(self) -> None:
         async with self._transcribing:
@@ -415,8 +433,3 @@ def adapter_for(media: Sequence[Media]) -> Adapter:
     if any(m.image is not None for m in media):
         return "vision"
     return "speech" if any(m.audio is not None for m in media) else None
-
-
-def _to_image(frame: rtc.VideoFrame) -> Image.Image:
-    rgba = frame.convert(rtc.VideoBufferType.RGBA)
-    return Image.frombytes("RGBA", (rgba.width, rgba.height), bytes(rgba.data)).convert("RGB")

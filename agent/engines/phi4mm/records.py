@@ -12,6 +12,16 @@ from .turn_audio import MODEL_SAMPLE_RATE
 
 
 @dataclass
+class ImageRecord:
+    """A camera frame a turn sent (``at``: when it was taken, wall clock)."""
+
+    source: str
+    at: float
+    size: tuple[int, int]
+    tokens: int = 0
+
+
+@dataclass
 class TurnRecord:
     """What a committed user turn sent to the model (wall-clock times)."""
 
@@ -19,6 +29,7 @@ class TurnRecord:
     speech_ended_at: float
     committed_at: float
     clips: list[np.ndarray]
+    images: list[ImageRecord] = field(default_factory=list)
     tokens: int = 0
 
 
@@ -44,6 +55,10 @@ class Records:
                 "speech_ended_at": turn.speech_ended_at,
                 "audio_s": round(sum(len(c) for c in turn.clips) / MODEL_SAMPLE_RATE, 3),
                 "tokens": turn.tokens,
+                "images": [
+                    {"source": i.source, "at": i.at, "size": list(i.size), "tokens": i.tokens}
+                    for i in turn.images
+                ],
             }
         if (reply := self.replies.get(item_id)) is not None:
             return {
