@@ -155,12 +155,34 @@ def _frame_files(args: argparse.Namespace, profile: Profile) -> FrameFiles | Non
         raise UsageError(str(e)) from None
 
 
+def _camera(args: argparse.Namespace, profile: Profile) -> str | None:
+    """The camera device to look through, checked now; None without ``--camera`` or when it
+    fails and the profile falls back to voice alone."""
+    from .vision import FrameSourceError, camera_device, probe_camera
+
+    if args.camera is None:
+        return None
+    if not ENGINES[profile.engine].sees:
+        raise UsageError(f"the {profile.engine} engine cannot see: --camera needs --engine phi4mm")
+    device = camera_device(args.camera)
+    try:
+        probe_camera(device)
+    except FrameSourceError as e:
+        if profile.vision.camera_fallback == "error":
+            raise UsageError(
+                f'{e} ([vision] camera_fallback = "audio-only" goes on without)'
+            ) from None
+        print(f"voice-agent: {e}; going on by voice alone", file=sys.stderr, flush=True)
+        return None
+    return device
+
+
 def _console(args: argparse.Namespace) -> int:
     from .transports.console import NoAudioDeviceError, run_console
 
     profile = _profile(args)
     try:
-        run_console(profile)
+        run_console(profile, camera=_camera(args, profile))
     except NoAudioDeviceError as e:
         raise UsageError(str(e)) from None
     return 0
@@ -279,6 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run_file)
 
     console = commands.add_parser("console", help="talk through the microphone and speaker")
+    console.add_argument(
+        "--camera",
+        nargs="?",
+        const=0,
+        type=_number_in(0, 63, kind=int),
+        metavar="INDEX",
+        help="look through /dev/videoINDEX (default 0; phi4mm engine)",
+    )
     with_session_options(console)
     console.set_defaults(handler=_console)
 

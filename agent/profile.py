@@ -106,6 +106,8 @@ class VisionSettings(_Section):
     """A frame is kept only if its grey thumbnail differs this much (0–1) from the last kept."""
     max_side: int = Field(448, ge=64, le=4096)
     """Frames are scaled down to fit: 448 px is one crop (477 tokens at 4:3; 640x480: 1,065)."""
+    camera_fallback: Literal["error", "audio-only"] = "error"
+    """A camera that cannot be opened: refuse to start, or go on by voice alone."""
 
 
 class MqttSection(_Section):

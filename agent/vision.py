@@ -6,14 +6,16 @@ next user turn. A frame costs the model ~500 to 1,600 tokens, so here the rate i
 on the conversation's own clock (a recording played at ``--speed`` has one), and a frame that
 hardly differs from the last one kept is dropped.
 
-Sources: image files and a video file placed on a recording's timeline (``run-file --image
-FILE@SECONDS --video FILE``), decoded by PyAV (FFmpeg), which aiortc already brings.
+Sources: a camera (``console --camera``), image files and a video file placed on a recording's
+timeline (``run-file --image FILE@SECONDS --video FILE``), all read by PyAV (FFmpeg: V4L2
+cameras and every common format), which aiortc already brings.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -242,3 +244,69 @@ class TimelineVideoInput(io.VideoInput):
 
     def close(self) -> None:
         self._closed.set()
+
+
+def camera_device(index: int) -> str:
+    return f"/dev/video{index}"
+
+
+def open_camera(device: str, fmt: str | None = "v4l2") -> Any:
+    """An open capture (``fmt`` None: whatever FFmpeg makes of ``device``, e.g. a file)."""
+    try:
+        return av.open(device, format=fmt, options={"video_size": "640x480"} if fmt else {})
+    except (FileNotFoundError, av.FFmpegError, OSError) as e:
+        raise FrameSourceError(f"camera {device}: cannot be opened ({e})") from None
+
+
+def probe_camera(device: str, fmt: str | None = "v4l2") -> None:
+    """Raise FrameSourceError unless ``device`` opens and gives a frame."""
+    with open_camera(device, fmt) as capture:
+        try:
+            if next(capture.decode(video=0), None) is None:
+                raise FrameSourceError(f"camera {device}: gives no picture")
+        except (av.FFmpegError, IndexError) as e:
+            raise FrameSourceError(f"camera {device}: gives no picture ({e})") from None
+
+
+class CameraVideoInput(io.VideoInput):
+    """A camera read on a thread of its own; the session is handed the newest frame (older
+    ones are dropped unread). A camera that fails on the way ends the video, with a warning:
+    the conversation goes on by voice."""
+
+    def __init__(self, device: str, fmt: str | None = "v4l2") -> None:
+        super().__init__(label=f"camera:{device}")
+        self.current_source = f"camera:{device}"
+        self._capture = open_camera(device, fmt)
+        self._loop = asyncio.get_running_loop()
+        self._newest: asyncio.Queue[Image.Image | None] = asyncio.Queue(maxsize=1)
+        self._stopped = threading.Event()
+        self._reader = threading.Thread(target=self._read, name="camera", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        try:
+            for frame in self._capture.decode(video=0):
+                if self._stopped.is_set():
+                    break
+                self._loop.call_soon_threadsafe(self._offer, frame.to_image())
+        except (av.FFmpegError, OSError) as e:
+            logger.warning("camera %s stopped: %s", self.label, e)
+        finally:
+            self._capture.close()
+            if not self._stopped.is_set():
+                self._loop.call_soon_threadsafe(self._offer, None)
+
+    def _offer(self, image: Image.Image | None) -> None:
+        if self._newest.full():
+            self._newest.get_nowait()
+        self._newest.put_nowait(image)
+
+    async def __anext__(self) -> rtc.VideoFrame:
+        image = await self._newest.get()
+        if image is None:
+            raise StopAsyncIteration
+        return image_to_frame(image)
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._offer(None)

@@ -4,6 +4,7 @@ the vision adapter; image and video files play along a recording; bad ones are r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from PIL import Image
 from agent.engines.phi4mm.engine import Phi4MMEngine, Phi4MMOptions
 from agent.engines.phi4mm.realtime import Phi4MMRealtimeModel
 from agent.vision import (
+    CameraVideoInput,
     FrameFiles,
     FrameNote,
     FrameSampler,
@@ -208,3 +210,34 @@ def test_images_the_engine_cannot_take_are_refused_before_anything_loads(args, m
     result = voice_agent("run-file", str(SHARED_AUDIO / "jfk.flac"), "--out", str(tmp_path), *args)
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_a_camera_is_read_on_its_own_thread_newest_frame_first(tmp_path):
+    recording = tmp_path / "camera.mp4"  # FFmpeg reads a file as it reads a V4L2 device
+    make_video(recording, [noise(1, (160, 120)), noise(2, (160, 120))], seconds_each=1.0)
+    camera = CameraVideoInput(str(recording), fmt=None)
+    first = await camera.__anext__()
+    assert (first.width, first.height) == (160, 120) and camera.label == f"camera:{recording}"
+    frames = [first]
+    with pytest.raises(StopAsyncIteration):  # the recording ends like a camera unplugged
+        while True:
+            frames.append(await asyncio.wait_for(camera.__anext__(), 5))
+    assert 1 <= len(frames) <= 20, "frames nobody read in time were dropped, not queued"
+    camera.close()
+
+
+def test_a_camera_that_is_not_there_is_refused_or_skipped_as_the_profile_says(tmp_path):
+    refused = voice_agent("console", "--engine", "phi4mm", "--camera", "63")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "camera /dev/video63: cannot be opened" in refused.stderr
+    profile = tmp_path / "kiosk.toml"
+    profile.write_text(
+        'name = "kiosk"\nprompt = "kiosk"\nengine = "phi4mm"\n'
+        '[vision]\ncamera_fallback = "audio-only"\n'
+    )
+    skipped = voice_agent("console", "--profile", str(profile), "--camera", "63")
+    assert "going on by voice alone" in skipped.stderr
+    # then the console goes on without it: here it stops at the missing microphone instead
+    assert skipped.returncode == 2 and "no microphone found" in skipped.stderr
+    lite = voice_agent("console", "--camera")
+    assert lite.returncode == 2 and "the lite engine cannot see" in lite.stderr

@@ -29,11 +29,12 @@ def require_audio_devices() -> None:
             ) from None
 
 
-def run_console(profile: Profile) -> None:
+def run_console(profile: Profile, *, camera: str | None = None) -> None:
+    """``camera``: a device, already probed, whose frames join the turns."""
     require_audio_devices()
     from livekit.agents import cli
 
     from .livekit import agent_server
 
     sys.argv = [sys.argv[0], "console"]  # LiveKit's CLI reads its sub-command from argv
-    cli.run_app(agent_server(profile))
+    cli.run_app(agent_server(profile, camera=camera))

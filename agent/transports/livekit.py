@@ -20,11 +20,13 @@ from livekit.agents import AgentServer, JobContext, JobProcess, cli
 from ..control import ControlledSession
 from ..profile import Profile
 from ..session import SessionFactory
+from ..vision import CameraVideoInput
 
 LOAD_TIMEOUT_S = 300.0
 """A job process's setup loads the models: the first run converts the GGUF (~30 s)."""
 REACH_TIMEOUT_S = 3.0
 FACTORY = "voice_agent.factory"
+CAMERA = "voice_agent.camera"
 
 
 class WorkerConfigError(ValueError):
@@ -57,16 +59,18 @@ class LiveKitServer:
         return self
 
 
-def load_models(profile: Profile, proc: JobProcess) -> None:
+def load_models(profile: Profile, camera: str | None, proc: JobProcess) -> None:
     """A job process's setup: the models, loaded on a loop of their own (LiveKit calls this
     from inside its own)."""
     with ThreadPoolExecutor(max_workers=1) as loader:
         proc.userdata[FACTORY] = loader.submit(asyncio.run, SessionFactory.load(profile)).result()
+    proc.userdata[CAMERA] = camera
 
 
-def agent_server(profile: Profile, **options: Any) -> AgentServer:
+def agent_server(profile: Profile, *, camera: str | None = None, **options: Any) -> AgentServer:
+    """``camera``: a device each session looks through (the console's)."""
     server = AgentServer(
-        setup_fnc=functools.partial(load_models, profile),
+        setup_fnc=functools.partial(load_models, profile, camera),
         initialize_process_timeout=LOAD_TIMEOUT_S,
         **options,
     )
@@ -79,6 +83,14 @@ async def join_room(ctx: JobContext) -> None:
     that LiveKit can hand it to its job processes)."""
     controlled = await ControlledSession.join(ctx.proc.userdata[FACTORY], ctx.room.name)
     ctx.add_shutdown_callback(controlled.aclose)
+    if camera := ctx.proc.userdata.get(CAMERA):
+        video = CameraVideoInput(camera)
+        controlled.session.input.video = video
+
+        async def close_camera() -> None:
+            video.close()
+
+        ctx.add_shutdown_callback(close_camera)
     await controlled.session.start(controlled.agent, room=ctx.room)
     controlled.control.start()
 
