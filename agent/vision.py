@@ -46,6 +46,8 @@ class VisionOptions:
     """Mean difference of the grey thumbnails (0 to 1) a frame needs to be kept."""
     max_side: int = 448
     """Frames are scaled down to fit: 448 px is one crop of the model (477 tokens at 4:3)."""
+    camera_fallback: str = "error"
+    """A camera that cannot be opened: ``error`` or ``audio-only`` (the console's choice)."""
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 from agent.context import ContextMeter, ContextOptions, Trim  # noqa: E402
 from agent.engines.phi4mm.engine import Phi4MMEngine, Phi4MMOptions  # noqa: E402
 from agent.engines.phi4mm.parts import Media  # noqa: E402
-from agent.engines.phi4mm.realtime import adapter_for  # noqa: E402
+from agent.engines.phi4mm.turn_media import adapter_for  # noqa: E402
 from agent.engines.phi4mm.window import PromptWindow  # noqa: E402
 from audio import load_audio  # noqa: E402
 from tests.conftest import SHARED_AUDIO  # noqa: E402

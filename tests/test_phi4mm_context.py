@@ -18,7 +18,7 @@ from agent.context import ContextMeter, ContextOptions, Trim
 from agent.engines.phi4mm.engine import Phi4MMEngine, Phi4MMOptions
 from agent.engines.phi4mm.parts import Media, PromptPart
 from agent.engines.phi4mm.prompt import IMAGE_NOTE
-from agent.engines.phi4mm.realtime import adapter_for
+from agent.engines.phi4mm.turn_media import adapter_for
 from agent.engines.phi4mm.window import PromptWindow
 from audio import load_audio
 from tests.conftest import DEMO, SHARED_AUDIO, voice_agent

@@ -15,8 +15,9 @@ from PIL import Image
 
 from agent.engines.phi4mm.engine import Adapter, Phi4MMEngine
 from agent.engines.phi4mm.parts import Media, PromptPart
-from agent.engines.phi4mm.realtime import Phi4MMRealtimeModel, adapter_for
+from agent.engines.phi4mm.realtime import Phi4MMRealtimeModel
 from agent.engines.phi4mm.turn_audio import ENCODER_WINDOW_S, TurnAudio
+from agent.engines.phi4mm.turn_media import adapter_for
 from agent.generation import GenerationStats
 from agent.tool_calls import FALLBACK_REPLY
 from audio import load_audio

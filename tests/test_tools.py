@@ -100,7 +100,7 @@ def test_every_tool_has_a_schema_from_its_signature_and_docstring():
     assert set(TOOLS) == {
         "get_time", "get_world_time", "calculate", "convert_units", "set_timer", "set_reminder",
         "list_timers",
-        "cancel_timer", "set_device", "get_device_state", "end_conversation",
+        "cancel_timer", "set_device", "get_device_state", "end_conversation", "look",
     }  # fmt: skip
     for tool in TOOLS.values():
         assert tool.info.description, tool.info.name

@@ -28,7 +28,10 @@ from agent.vision import (
     parse_timed_image,
 )
 from tests.conftest import SHARED_AUDIO, voice_agent
+from tests.scripted import ScriptedToolModel, converse, spoken
 from tests.test_phi4mm_session import reply_of, spoken_turn
+from tools import resolve_tools
+from tools.look import NO_CAMERA
 
 
 def noise(seed: int, size=(640, 480)) -> Image.Image:
@@ -241,3 +244,33 @@ def test_a_camera_that_is_not_there_is_refused_or_skipped_as_the_profile_says(tm
     assert skipped.returncode == 2 and "no microphone found" in skipped.stderr
     lite = voice_agent("console", "--camera")
     assert lite.returncode == 2 and "the lite engine cannot see" in lite.stderr
+
+
+async def test_look_shows_the_model_the_newest_frame_with_its_next_request(tiny_phi4mm):
+    engine = RecordingEngine(Phi4MMOptions(model=str(tiny_phi4mm), max_new_tokens=4))
+    model = Phi4MMRealtimeModel(engine=engine)
+    session = model.session()
+    model.look()
+    await reply_of(session)
+    blind = [i.text_content for i in session.chat_ctx.items if getattr(i, "role", "") == "user"]
+    assert blind == ["(The camera has shown nothing yet.)"]
+    session.push_video(image_to_frame(noise(8)))
+    await spoken_turn(session)
+    await reply_of(session)  # the frame went with this turn
+    assert model.look() == "Here is what the camera shows now; answer from it."
+    await reply_of(session)  # the tool's continuation: the same picture, looked at again
+    looks = [i for i in session.chat_ctx.items if i.id.startswith("look_")]
+    assert len(looks) == 2 and looks[-1].text_content == "(the camera now)"
+    assert engine.adapters[-1] == "vision"
+    await session.aclose()
+
+
+async def test_an_engine_without_eyes_tells_the_model_it_has_no_camera(tmp_path):
+    events = await converse(
+        tmp_path,
+        await spoken("What does the sign say?", pause_s=5.0),
+        ScriptedToolModel(("look", {})),
+        resolve_tools(["look"]),
+    )
+    call = next(e for e in events if e["type"] == "tool_call")
+    assert call["name"] == "look" and call["output"] == NO_CAMERA

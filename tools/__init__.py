@@ -8,6 +8,7 @@ from .calculator import calculate
 from .clock import get_time, get_world_time
 from .conversation import end_conversation
 from .devices import get_device_state, set_device
+from .look import look
 from .timers import cancel_timer, list_timers, set_reminder, set_timer
 from .units import convert_units
 
@@ -25,6 +26,7 @@ TOOLS: dict[str, llm.FunctionTool] = {
         set_device,
         get_device_state,
         end_conversation,
+        look,
     )
 }
 

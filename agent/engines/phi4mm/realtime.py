@@ -1,42 +1,31 @@
-"""Phi-4-multimodal as a LiveKit ``RealtimeModel``: it hears each turn's audio itself.
-
-The session keeps the conversation (LiveKit's chat context plus the audio and images of each
-user turn), renders it in the model card's format and streams the reply into the TTS. Each
-turn's transcript comes from the model's own ASR prompt, run once the reply is done so it never
-delays the reply's first audio; LiveKit places it on the timeline by the turn's start.
+"""Phi-4-multimodal as a LiveKit ``RealtimeModel``: it hears each turn's audio itself, and sees
+the camera's frames. One model per conversation (``fork``), over shared weights; its session
+(``conversation.py``) keeps the chat. Each turn's transcript comes from the model's own ASR
+prompt, run once the reply is done so it never delays the reply's first audio; LiveKit places it
+on the timeline by the turn's start.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from livekit import rtc
-from livekit.agents import llm, utils
-from livekit.agents.types import NOT_GIVEN, NotGivenOr
+from livekit.agents import llm
 
 from audio.segmenter import SegmenterOptions
 
 from ...context import ContextMeter, ContextOptions
-from ...tool_calls import relay_reply
-from ...vision import FrameNote, VisionOptions, fit, frame_to_image
+from ...vision import FrameNote, VisionOptions
 from .checkpoint import resolve_checkpoint
-from .engine import Adapter, Phi4MMEngine, Phi4MMOptions
-from .parts import Media, PromptPart
+from .conversation import Phi4MMRealtimeSession
+from .engine import Phi4MMEngine, Phi4MMOptions
 from .prompt import card_tools, render
-from .records import ImageRecord, Records, ReplyRecord, TurnRecord
-from .turn_audio import TurnAudio
-from .window import PromptWindow
+from .records import Records
 
 T = TypeVar("T")
-logger = logging.getLogger("voice_agent")
 
 
 class Phi4MMRealtimeModel(llm.RealtimeModel):
@@ -72,6 +61,7 @@ class Phi4MMRealtimeModel(llm.RealtimeModel):
         self.vision = vision or VisionOptions()
         self.frame_note: FrameNote | None = None
         """Where the frame LiveKit pushes next comes from (told by the frame sampler)."""
+        self.look_requested = False
         self.meter = ContextMeter()
         self.thread = f"chat-{uuid.uuid4().hex[:8]}"
         """The engine's name for this conversation's caches."""
@@ -121,6 +111,11 @@ class Phi4MMRealtimeModel(llm.RealtimeModel):
     def note_frame(self, note: FrameNote) -> None:
         self.frame_note = note
 
+    def look(self) -> str:
+        """The ``look`` tool: the camera's newest frame goes with the next request."""
+        self.look_requested = True
+        return "Here is what the camera shows now; answer from it."
+
     def item_details(self, item_id: str) -> dict[str, Any]:
         return self.records.details(item_id)
 
@@ -139,297 +134,3 @@ class Phi4MMRealtimeModel(llm.RealtimeModel):
     async def aclose(self) -> None:
         """The conversation is over: its caches go (the weights and the worker stay)."""
         await self.run(self.engine.forget, self.thread)
-
-
-@dataclass
-class _Generation:
-    message_id: str
-    text: utils.aio.Chan[str] = field(default_factory=utils.aio.Chan)
-    functions: utils.aio.Chan[llm.FunctionCall] = field(default_factory=utils.aio.Chan)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    spoken: list[str] = field(default_factory=list)
-    requested_at: float = field(default_factory=time.perf_counter)
-    answers: str | None = None
-    """The user turn this reply answers."""
-
-
-class Phi4MMRealtimeSession(llm.RealtimeSession):
-    def __init__(self, model: Phi4MMRealtimeModel) -> None:
-        super().__init__(model)
-        self._model = model
-        self._chat_ctx = llm.ChatContext.empty()
-        self._tools = llm.ToolContext.empty()
-        self._instructions = ""
-        self._audio = TurnAudio(model.segmenter)
-        self._media: dict[str, tuple[Media, ...]] = {}
-        self._frame: rtc.VideoFrame | None = None
-        self._frame_note: FrameNote | None = None
-        self._untranscribed: list[str] = []
-        self._nothing_heard = False
-        self._current: _Generation | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._transcribing = asyncio.Lock()
-        self._window = PromptWindow(
-            model.engine, model.context, lambda: model.context_window, model.meter
-        )
-
-    @property
-    def chat_ctx(self) -> llm.ChatContext:
-        return self._chat_ctx.copy()
-
-    @property
-    def tools(self) -> llm.ToolContext:
-        return self._tools.copy()
-
-    async def update_instructions(self, instructions: str) -> None:
-        self._instructions = instructions
-
-    async def update_chat_ctx(self, chat_ctx: llm.ChatContext) -> None:
-        # turns whose transcript has not come back yet are only in our context: keep them
-        kept = [self._chat_ctx.get_by_id(i) for i in self._untranscribed]
-        self._chat_ctx = chat_ctx.copy()
-        for item in kept:
-            if item is not None and self._chat_ctx.get_by_id(item.id) is None:
-                self._chat_ctx.insert(item)
-
-    async def update_tools(self, tools: list[llm.Tool]) -> None:
-        self._tools = llm.ToolContext(tools)
-
-    def update_options(self, *, tool_choice: NotGivenOr[llm.ToolChoice | None] = NOT_GIVEN) -> None:
-        pass  # the model is always free to answer or call a tool
-
-    def push_audio(self, frame: rtc.AudioFrame) -> None:
-        self._audio.push(frame)
-
-    def push_video(self, frame: rtc.VideoFrame) -> None:
-        self._frame = frame
-        self._frame_note = self._model.frame_note
-
-    def clear_audio(self) -> None:
-        self._audio.clear()
-
-    def commit_audio(self) -> None:
-        """Close the user's turn: its speech (and the latest camera frame) join the context."""
-        now = time.time()
-        turn = self._audio.commit()
-        self._nothing_heard = not turn.clips
-        if not turn.clips:
-            return  # a frame waits for a turn with speech
-        item_id = f"user_{uuid.uuid4().hex[:12]}"
-        media, images = [], []
-        if self._frame is not None:
-            image = fit(frame_to_image(self._frame), self._model.vision.max_side)
-            media.append(Media(key=f"{item_id}-image", image=image))
-            note = self._frame_note or FrameNote(source="video", at=now)
-            images.append(ImageRecord(note.source, note.at, image.size))
-            self._frame = self._frame_note = None
-        media += [Media(key=f"{item_id}-audio{i}", audio=c) for i, c in enumerate(turn.clips)]
-        self._media[item_id] = tuple(media)
-        self._model.records.turns[item_id] = TurnRecord(
-            speech_started_at=now - turn.lead_s,
-            speech_ended_at=now - turn.tail_s,
-            committed_at=now,
-            clips=turn.clips,
-            images=images,
-        )
-        self._chat_ctx.insert(llm.ChatMessage(id=item_id, role="user", content=[""]))
-        self._untranscribed.append(item_id)
-
-    def generate_reply(
-        self,
-        *,
-        instructions: NotGivenOr[str] = NOT_GIVEN,
-        tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
-        tools: NotGivenOr[list[llm.Tool]] = NOT_GIVEN,
-    ) -> asyncio.Future[llm.GenerationCreatedEvent]:
-        self.interrupt()
-        generation = _Generation(message_id=f"assistant_{uuid.uuid4().hex[:12]}")
-        self._current = generation
-        messages = utils.aio.Chan[llm.MessageGeneration]()
-        modalities: asyncio.Future[list[Literal["text", "audio"]]] = asyncio.Future()
-        modalities.set_result(["text"])
-        no_audio = utils.aio.Chan[rtc.AudioFrame]()
-        no_audio.close()
-        messages.send_nowait(
-            llm.MessageGeneration(
-                message_id=generation.message_id,
-                text_stream=generation.text,
-                audio_stream=no_audio,
-                modalities=modalities,
-            )
-        )
-        messages.close()
-        created: asyncio.Future[llm.GenerationCreatedEvent] = asyncio.Future()
-        created.set_result(
-            llm.GenerationCreatedEvent(
-                message_stream=messages,
-                function_stream=generation.functions,
-                user_initiated=True,
-                response_id=generation.message_id,
-            )
-        )
-        extra = instructions if utils.is_given(instructions) else ""
-        task = asyncio.create_task(self._generate(generation, extra))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return created
-
-    def interrupt(self) -> None:
-        if self._current is not None:
-            self._current.cancelled.set()
-
-    def truncate(
-        self,
-        *,
-        message_id: str,
-        modalities: list[Literal["text", "audio"]],
-        audio_end_ms: int,
-        audio_transcript: NotGivenOr[str] = NOT_GIVEN,
-    ) -> None:
-        """Keep in the context only what the user actually heard."""
-        item = self._chat_ctx.get_by_id(message_id)
-        if not isinstance(item, llm.ChatMessage) or not utils.is_given(audio_transcript):
-            return
-        if audio_transcript.strip():
-            item.content = [audio_transcript]
-        else:
-            self._chat_ctx.items.remove(item)
-
-    async def aclose(self) -> None:
-        self.interrupt()
-        for task in list(self._tasks):
-            await utils.aio.cancel_and_wait(task)
-
-    async def _generate(self, generation: _Generation, extra_instructions: str) -> None:
-        try:
-            if self._nothing_heard:
-                self._nothing_heard = False
-                return  # the turn held no speech: there is nothing to answer
-            await self._stream_reply(generation, extra_instructions)
-        except Exception as e:  # reported as an error event; the session goes on
-            logger.exception("Phi-4-multimodal could not answer")
-            self._report(e)
-        finally:
-            generation.text.close()
-            generation.functions.close()
-        try:
-            await self._transcribe_pending()
-        except Exception as e:
-            logger.exception("Phi-4-multimodal could not transcribe a turn")
-            self._report(e)
-
-    async def _stream_reply(self, generation: _Generation, extra_instructions: str) -> None:
-        instructions = "\n".join(s for s in (self._instructions, extra_instructions) if s)
-        items = list(self._chat_ctx.items)
-        tools = card_tools(self._tools.flatten())
-        parts, trim = await self._model.run(
-            self._window.prepare,
-            instructions,
-            tools,
-            items,
-            self._media_of,
-            lambda item_id: item_id not in self._untranscribed,
-        )
-        self._model.meter.report(trim)
-        generation.answers = self._latest_user_turn(items)
-        adapter = adapter_for([media for part in parts for media in part.media])
-        stats, calls = await relay_reply(
-            lambda on_text: self._model.run(
-                self._model.engine.generate,
-                parts,
-                adapter,
-                on_text=on_text,
-                cancelled=generation.cancelled,
-                thread=self._model.thread,
-            ),
-            lambda text: self._say(generation, text),
-            cancelled=generation.cancelled,
-            on_malformed=self._report,
-        )
-        for call in calls:
-            function_call = llm.FunctionCall(
-                call_id=f"call_{uuid.uuid4().hex[:12]}", name=call.name, arguments=call.arguments
-            )
-            self._chat_ctx.insert(function_call)
-            generation.functions.send_nowait(function_call)
-        if text := "".join(generation.spoken).strip():
-            self._chat_ctx.insert(
-                llm.ChatMessage(id=generation.message_id, role="assistant", content=[text])
-            )
-        self._model.meter.latest = stats.prompt_tokens + stats.generated_tokens
-        await self._model.run(self._count_turn_tokens, parts)
-
-    def _say(self, generation: _Generation, text: str) -> None:
-        if text:
-            if not generation.spoken:
-                turn = self._model.records.turns.get(generation.answers or "")
-                self._model.records.replies[generation.message_id] = ReplyRecord(
-                    ttft_s=round(time.perf_counter() - generation.requested_at, 3),
-                    first_text_at=time.time(),
-                    eou_delay_s=(
-                        None if turn is None else round(turn.committed_at - turn.speech_ended_at, 3)
-                    ),
-                )
-            generation.spoken.append(text)
-            generation.text.send_nowait(text)
-
-    def _count_turn_tokens(self, parts: list[PromptPart]) -> None:
-        by_media = {tuple(m.key for m in p.media): p for p in parts if p.media}
-        for item_id in self._untranscribed:
-            record = self._model.records.turns[item_id]
-            media_keys = tuple(m.key for m in self._media[item_id])
-            if record.tokens == 0 and (part := by_media.get(media_keys)) is not None:
-                record.tokens = self._model.engine.count_tokens(part)
-                images = [m.image for m in part.media if m.image is not None]
-                for image, noted in zip(images, record.images, strict=False):
-                    noted.tokens = self._model.engine.image_tokens(image)
-
-    async def _transcribe_pending(self) -> None:
-        async with self._transcribing:
-            while self._untranscribed:
-                await self._transcribe(self._untranscribed[0])
-                self._untranscribed.pop(0)
-
-    async def _transcribe(self, item_id: str) -> None:
-        record = self._model.records.turns[item_id]
-        transcript = await self._model.run(self._model.engine.transcribe, record.clips)
-        item = self._chat_ctx.get_by_id(item_id)
-        if isinstance(item, llm.ChatMessage):
-            item.content = [transcript]
-        self.emit(
-            "input_audio_transcription_completed",
-            llm.InputTranscriptionCompleted(
-                item_id=item_id,
-                transcript=transcript,
-                is_final=True,
-                turn_started_at=record.speech_started_at,
-            ),
-        )
-
-    def _media_of(self, item_id: str) -> tuple[Media, ...]:
-        return self._media.get(item_id, ())
-
-    @staticmethod
-    def _latest_user_turn(items: list[llm.ChatItem]) -> str | None:
-        for item in reversed(items):
-            if isinstance(item, llm.ChatMessage) and item.role == "user":
-                return item.id
-        return None
-
-    def _report(self, error: Exception) -> None:
-        self.emit(
-            "error",
-            llm.RealtimeModelError(
-                timestamp=time.time(), label=self._model.label, error=error, recoverable=True
-            ),
-        )
-
-
-def adapter_for(media: Sequence[Media]) -> Adapter:
-    """As the reference implementation chooses (modeling_phi4mm.py, ``input_mode``, from all
-    of a request's media): an image, with or without audio → vision; audio alone → speech; text
-    only → no adapter. So a conversation keeps one adapter while its images are in the window,
-    instead of switching caches with every turn."""
-    if any(m.image is not None for m in media):
-        return "vision"
-    return "speech" if any(m.audio is not None for m in media) else None
