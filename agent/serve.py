@@ -31,6 +31,7 @@ from livekit.agents import AgentSession
 from audio import Timeline
 
 from .control import ControlledSession
+from .engines import ENGINES
 from .events import EventLog
 from .session import SessionFactory
 from .signals import first_of
@@ -39,6 +40,7 @@ from .transports.webrtc import (
     EventChannel,
     WebRTCAudioInput,
     WebRTCAudioOutput,
+    WebRTCVideoInput,
     hear_promptly,
 )
 
@@ -118,14 +120,22 @@ class WebConversation:
     """One browser's conversation: its peer connection, its session, its event log."""
 
     def __init__(
-        self, conversation_id: str, controlled: ControlledSession, pc: RTCPeerConnection
+        self,
+        conversation_id: str,
+        controlled: ControlledSession,
+        pc: RTCPeerConnection,
+        *,
+        sees: bool = False,
     ) -> None:
+        """``sees``: the engine reads images, so a camera track becomes the session's video."""
         self.id = conversation_id
         self.controlled = controlled
         self.pc = pc
         self.voice = AgentVoiceTrack()
         self.events = EventChannel()
         self.mic: WebRTCAudioInput | None = None
+        self.camera: WebRTCVideoInput | None = None
+        self._sees = sees
         self.unused = MediaBlackhole()
         """Tracks nothing listens to yet (a camera, a second microphone): drained, since aiortc
         would queue their frames without bound."""
@@ -142,6 +152,8 @@ class WebConversation:
         if track.kind == "audio" and self.mic is None:
             hear_promptly(next(r for r in self.pc.getReceivers() if r.track is track))
             self.mic = WebRTCAudioInput(track)
+        elif track.kind == "video" and self._sees and self.camera is None:
+            self.camera = WebRTCVideoInput(track)
         else:
             self.unused.addTrack(track)
 
@@ -155,6 +167,8 @@ class WebConversation:
         assert self.mic is not None
         speaker = WebRTCAudioOutput(self.voice)
         session.input.audio = self.mic
+        if self.camera is not None:
+            session.input.video = self.camera
         session.output.audio = speaker
         path = None
         if log_dir is not None:
@@ -177,6 +191,8 @@ class WebConversation:
             await self.controlled.aclose()
             await speaker.stop()
             await self.mic.aclose()
+            if self.camera is not None:
+                await self.camera.aclose()
             await self.unused.stop()
             log.summary(session_id=self.id, agent_speech_s=round(speaker.voiced_s, 3))
             log.close()
@@ -273,7 +289,8 @@ class VoiceServer:
         conversation_id = uuid.uuid4().hex[:12]
         controlled = await ControlledSession.join(self._factory, conversation_id)
         self._held.add(controlled.session)
-        conversation = WebConversation(conversation_id, controlled, pc)
+        sees = ENGINES[self._factory.profile.engine].sees
+        conversation = WebConversation(conversation_id, controlled, pc, sees=sees)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(body["sdp"], "offer"))
             if conversation.mic is None:

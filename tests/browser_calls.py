@@ -31,6 +31,8 @@ from tests.conftest import SHARED_AUDIO, Broker, start_serve  # noqa: E402
 
 PORT = 8765
 URL = f"http://127.0.0.1:{PORT}/"
+SEEING_PORT = 8766
+"""A second server, on the tiny random-weight Phi-4-multimodal: the engine that sees."""
 LEAD_IN_S = 2.0
 """Silence before the question: the call connects while the microphone already plays."""
 REPLY_TIMEOUT_MS = 90_000
@@ -67,9 +69,9 @@ def browser(playwright: Playwright, wav: Path) -> Browser:
     )
 
 
-def call(browser_: Browser) -> Page:
+def call(browser_: Browser, url: str = URL + "?raw=1") -> Page:
     page = browser_.new_page()
-    page.goto(URL + "?raw=1")
+    page.goto(url)
     page.click("#start")
     page.wait_for_function("window.voiceAgent.sessionId !== null", timeout=20_000)
     return page
@@ -132,6 +134,25 @@ def wait_until(predicate: Any, timeout_s: float) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+def camera_call(browser_: Browser, wav: Path, out_dir: Path) -> dict[str, Any]:
+    """One call with Chromium's fake camera (a moving test pattern) to a Phi-4-multimodal
+    server: what the page saw."""
+    from tests.tiny_phi4mm import build_tiny_phi4mm
+
+    tiny = build_tiny_phi4mm(out_dir / "tiny-phi4mm")
+    with open(out_dir / "server-phi4mm.log", "w") as log:
+        server = start_serve(
+            "--port", str(SEEING_PORT), "--engine", "phi4mm", "--model", str(tiny), stderr=log
+        )  # fmt: skip
+    try:
+        page = call(browser_, f"http://127.0.0.1:{SEEING_PORT}/?raw=1&camera=1")
+        wait_for_reply(page, wav)
+        return seen(page)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def main(out_dir: Path) -> None:
@@ -197,6 +218,7 @@ def main(out_dir: Path) -> None:
             result["sessions_freed_after_drop"] = wait_until(
                 lambda: status()["sessions_in_memory"] == 0, 10
             )
+            result["camera_call"] = camera_call(first, jfk, out_dir)
             first.close()
             second.close()
         result["bad_offers"] = [

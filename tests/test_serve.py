@@ -54,6 +54,17 @@ def test_a_spoken_question_gets_a_spoken_answer_and_a_live_transcript(calls):
     assert {"user_turn", "agent_reply", "state"} <= kinds, "the events channel carries the log"
 
 
+def test_a_browsers_camera_reaches_the_engine_that_sees(calls):
+    records = calls["camera_call"]["records"]
+    turns = [r for r in records if r["type"] == "user_turn"]
+    images = [image for turn in turns for image in turn["images"]]
+    assert turns[0]["images"], "the first spoken turn carries a frame"
+    # Chromium's 640x480 test pattern, fitted into 448 px: one crop
+    assert all(i["source"] == "webrtc" and i["size"] == [448, 336] for i in images)
+    assert all(i["tokens"] == 477 for i in images)
+    assert any(r["type"] == "agent_reply" and r["text"] for r in records)
+
+
 def test_two_browsers_at_once_have_independent_conversations(calls):
     assert not calls["problem"], calls["problem"]
     jfk, counting = calls["pair"]

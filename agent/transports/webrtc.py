@@ -1,4 +1,5 @@
-"""A browser's peer connection (aiortc) as the session's microphone, speaker and event feed.
+"""A browser's peer connection (aiortc) as the session's microphone, camera, speaker and event
+feed.
 
 aiortc's receiver queues every incoming frame without bound, so the microphone is drained all
 the time (and resampled by PyAV); its sender calls ``recv`` in a loop, so the agent's voice
@@ -28,6 +29,8 @@ from livekit.agents.voice import io
 from audio.pcm import samples_to_frame
 from audio.speaker import FRAME_MS, SpeakerOutput
 
+from ..vision import image_to_frame
+
 logger = logging.getLogger("voice_agent")
 
 VOICE_RATE = 48000
@@ -39,6 +42,7 @@ VOICE_LEAD_FRAMES = 3
 MIC_BACKLOG_FRAMES = 50
 """A second of microphone the session has not taken yet; older frames are dropped."""
 MAX_BUFFERED_RECORDS = 200
+MAX_VIDEO_FPS = 5
 MIC_JITTER_CAPACITY = 16
 """aiortc's own capacity for audio (packets): only how long it waits before a frame goes out
 is changed below."""
@@ -144,6 +148,49 @@ class WebRTCAudioInput(io.AudioInput):
             self._arrived.clear()
             await self._arrived.wait()
         return self._frames.popleft()
+
+    async def aclose(self) -> None:
+        self._drain.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._drain
+
+
+class WebRTCVideoInput(io.VideoInput):
+    """The browser's camera: its track drained all the time (newest frame kept), handed on at
+    most ``MAX_VIDEO_FPS`` times a second: LiveKit samples far fewer, and each frame handed on
+    is converted once."""
+
+    def __init__(self, track: MediaStreamTrack) -> None:
+        super().__init__(label="webrtc")
+        self.current_source = "webrtc"
+        self._track = track
+        self._newest: av.VideoFrame | None = None
+        self._arrived = asyncio.Event()
+        self._ended = False
+        self._drain = asyncio.create_task(self._receive(), name="webrtc-camera")
+
+    async def _receive(self) -> None:
+        try:
+            while True:
+                frame = await self._track.recv()
+                assert isinstance(frame, av.VideoFrame)
+                self._newest = frame
+                self._arrived.set()
+        except MediaStreamError:
+            pass
+        finally:
+            self._ended = True
+            self._arrived.set()
+
+    async def __anext__(self) -> rtc.VideoFrame:
+        await asyncio.sleep(1 / MAX_VIDEO_FPS)
+        while self._newest is None:
+            if self._ended:
+                raise StopAsyncIteration
+            self._arrived.clear()
+            await self._arrived.wait()
+        frame, self._newest = self._newest, None
+        return image_to_frame(frame.to_image())
 
     async def aclose(self) -> None:
         self._drain.cancel()
