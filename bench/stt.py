@@ -69,8 +69,8 @@ def main() -> None:
     args = parser.parse_args()
     stt = FasterWhisperSTT()
     stt.load()
-    window = stt.transcribe
-    full = lambda samples: stt._transcribe_long(samples.astype(np.float32) / 32768.0)  # noqa: E731
+    window = lambda samples: stt.transcribe(samples).text  # noqa: E731
+    full = lambda samples: stt._transcribe_long(samples.astype(np.float32) / 32768.0).text  # noqa: E731
 
     rows = []
     for name, samples in clips():

@@ -91,3 +91,11 @@ def test_the_tool_bench_scores_each_shipped_model_on_the_same_requests(tmp_path)
     assert qwen["requests"] == 2 and qwen["calls_correct"] == 2, "both ask the time: get_time"
     assert qwen["chat_requests"] == 2 and 0 <= qwen["chat_without_calls"] <= 2
     assert [o["called"] for o in qwen["outcomes"]][:2] == ["get_time", "get_time"]
+
+
+def test_the_language_bench_scores_the_multilingual_recognizer(tmp_path):
+    figures = bench("bench/languages.py", "--repeats", "1", tmp_path=tmp_path)
+    assert figures["clips"]["dictee_fr.aiff"]["language"] == "fr"
+    assert all(row["base_s"] > 0 and row["tiny_en_s"] > 0 for row in figures["clips"].values())
+    right, total = figures["total"]["right_language_utterances"]
+    assert total >= 20 and right <= total

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import jiwer
@@ -14,7 +15,7 @@ from agent.models import ModelNotFoundError
 from audio import load_audio
 from audio.pcm import samples_to_frame
 from audio.segmenter import speech_bounds
-from tests.conftest import SHARED_AUDIO
+from tests.conftest import SHARED_AUDIO, voice_agent
 
 JFK = (
     "And so my fellow Americans, ask not what your country can do for you, "
@@ -57,7 +58,7 @@ def test_no_utterance_of_a_real_talk_comes_back_repeating_itself(whisper):
     """The short window makes tiny.en loop on some clips; those are redone on the full one."""
     samples = load_audio(SHARED_AUDIO / "speech60_en.wav", 16000)
     for first, last in speech_bounds(samples):
-        spoken = words(whisper.transcribe(samples[first : last + 1])).split()
+        spoken = words(whisper.transcribe(samples[first : last + 1]).text).split()
         for n in range(1, 5):
             for i in range(len(spoken) - 3 * n + 1):
                 phrase = spoken[i : i + n]
@@ -67,7 +68,7 @@ def test_no_utterance_of_a_real_talk_comes_back_repeating_itself(whisper):
 def test_a_clip_longer_than_the_window_is_heard_whole(whisper):
     jfk = load_audio(SHARED_AUDIO / "jfk.flac", 16000)
     three_times = np.concatenate([jfk, jfk, jfk])  # 33 s: past the 30 s window
-    transcript = words(whisper.transcribe(three_times))
+    transcript = words(whisper.transcribe(three_times).text)
     assert transcript.count("country") >= 5, transcript
 
 
@@ -81,3 +82,69 @@ def test_an_unknown_model_name_fails_offline_with_its_name():
     stt = FasterWhisperSTT(FasterWhisperOptions(model="large-v9"))
     with pytest.raises(ModelNotFoundError, match="large-v9"):
         stt.load()
+
+
+@pytest.fixture(scope="module")
+def polyglot() -> FasterWhisperSTT:
+    stt = FasterWhisperSTT(FasterWhisperOptions(model="base", language=""))
+    stt.load()
+    return stt
+
+
+@pytest.mark.parametrize(
+    "clip, language, reference, measure",
+    [
+        ("dictee_fr.aiff", "fr", "c'est la dictée numéro un", jiwer.wer),
+        ("zh.flac", "zh", "砸 自 己 的 脚", jiwer.wer),  # one "word" per character: CER
+        ("jfk.flac", "en", JFK, jiwer.wer),
+    ],
+)
+def test_the_multilingual_recognizer_tells_the_language_and_hears_it(
+    polyglot, clip, language, reference, measure
+):
+    heard = polyglot.transcribe(load_audio(SHARED_AUDIO / clip, 16000))
+    assert heard.language == language
+    said = heard.text.lower().replace("1", "un")
+    if language == "zh":
+        said = " ".join(re.findall(r"[\u4e00-\u9fff]", said))
+    else:
+        said = " ".join(re.sub(r"[^\w' ]", " ", said).split())
+        reference = " ".join(re.sub(r"[^\w' ]", " ", reference.lower()).split())
+    assert measure(reference, said or "-") <= 0.25, heard
+
+
+def test_most_german_spanish_and_russian_utterances_are_heard_in_their_language(polyglot):
+    right = total = 0
+    for name, language in (
+        ("speech60_de.wav", "de"),
+        ("speech60_es.wav", "es"),
+        ("speech60_ru.wav", "ru"),
+    ):
+        samples = load_audio(SHARED_AUDIO / name, 16000)
+        for first, last in speech_bounds(samples):
+            if last - first > 16000:  # a second or more: shorter cuts are a word or two
+                total += 1
+                right += polyglot.transcribe(samples[first : last + 1]).language == language
+    assert total >= 20 and right / total >= 0.75, (right, total)
+
+
+def test_an_english_only_model_cannot_be_asked_to_tell_languages_apart():
+    with pytest.raises(ModelNotFoundError, match="hears English only"):
+        FasterWhisperSTT(FasterWhisperOptions(language="")).load()
+
+
+def test_a_turn_is_logged_with_the_language_it_was_heard_in(tmp_path):
+    profile = tmp_path / "polyglot.toml"
+    profile.write_text(
+        'name = "polyglot"\nprompt = "desktop"\n[lite]\nstt_model = "base"\nstt_language = ""\n'
+    )
+    result = voice_agent(
+        "run-file", str(SHARED_AUDIO / "dictee_fr.aiff"), "--out", str(tmp_path / "out"),
+        "-q", "--profile", str(profile),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    records = [
+        json.loads(line) for line in (tmp_path / "out/events.jsonl").read_text().splitlines()
+    ]
+    turns = [r for r in records if r["type"] == "user_turn"]
+    assert turns and all(t["language"] == "fr" for t in turns), turns

@@ -27,7 +27,7 @@ from livekit.agents.utils.audio import merge_frames
 
 from audio.pcm import frames_to_mono
 
-from ...models import ModelNotFoundError, bundled_whisper_dir, local_model
+from ...models import BUNDLED_STT, ModelNotFoundError, local_model
 
 WHISPER_SAMPLE_RATE = 16000
 FRAMES_PER_S = 100
@@ -49,7 +49,7 @@ def window_s(clip_s: float) -> float:
 
 @dataclass(frozen=True)
 class _Decoding:
-    """What every short-window decode starts from, worked out once per model."""
+    """What every short-window decode in one language starts from, worked out once."""
 
     tokenizer: Tokenizer
     prompt: list[int]
@@ -57,10 +57,19 @@ class _Decoding:
 
 
 @dataclass(frozen=True)
+class Heard:
+    text: str
+    language: str
+    """The language it was heard in: the options' own, or the one Whisper told apart."""
+
+
+@dataclass(frozen=True)
 class FasterWhisperOptions:
     model: str = ""
-    """faster-whisper size (``tiny.en``, ``small``…) or CTranslate2 folder; "" = bundled tiny.en."""
+    """A bundled one (``tiny.en``, the default; ``base``, multilingual), a faster-whisper size
+    in the local cache, or a CTranslate2 folder."""
     language: str = "en"
+    """"" = tell each turn's language apart (a multilingual model)."""
     device: str = "cpu"
     compute_type: str = "int8"
     beam_size: int = 1
@@ -72,18 +81,19 @@ class FasterWhisperSTT(stt.STT):
         super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
         self._opts = options or FasterWhisperOptions()
         self._model: WhisperModel | None = None
-        self._decoding: _Decoding | None = None
+        self._decodings: dict[str, _Decoding] = {}
         self._lock = asyncio.Lock()
 
     def fork(self) -> FasterWhisperSTT:
         """A plugin for another session over the same weights (its metrics are its own)."""
         twin = FasterWhisperSTT(self._opts)
-        twin._model, twin._decoding, twin._lock = self._model, self._decoding, self._lock
+        twin._model, twin._decodings, twin._lock = self._model, self._decodings, self._lock
         return twin
 
     @property
     def model(self) -> str:
-        return self._opts.model or "tiny.en (bundled)"
+        name = self._opts.model or next(iter(BUNDLED_STT))
+        return f"{name} (bundled)" if name in BUNDLED_STT else name
 
     @property
     def provider(self) -> str:
@@ -91,7 +101,8 @@ class FasterWhisperSTT(stt.STT):
 
     def locate(self) -> str:
         """Where the weights are; fails now, with the path, if they are not on this machine."""
-        source = self._opts.model or str(bundled_whisper_dir())
+        name = self._opts.model or next(iter(BUNDLED_STT))
+        source = str(BUNDLED_STT[name]()) if name in BUNDLED_STT else name
         return local_model(source, "model.bin", "faster-whisper model")
 
     def load(self) -> None:
@@ -109,20 +120,32 @@ class FasterWhisperSTT(stt.STT):
             )
         except Exception as e:  # faster-whisper raises several kinds for a missing model
             raise ModelNotFoundError(f"cannot load faster-whisper model {source!r}: {e}") from None
+        if not self._opts.language and not self._model.model.is_multilingual:
+            raise ModelNotFoundError(
+                f"{self.model} hears English only: telling languages apart needs a "
+                'multilingual model (stt_model = "base")'
+            )
+
+    def _decoding(self, language: str) -> _Decoding:
+        if (found := self._decodings.get(language)) is not None:
+            return found
+        assert self._model is not None
         multilingual = self._model.model.is_multilingual
         tokenizer = Tokenizer(
             self._model.hf_tokenizer,
             multilingual,
             task="transcribe",
-            language=(self._opts.language or "en") if multilingual else None,
+            language=language if multilingual else None,
         )
-        self._decoding = _Decoding(
+        decoding = _Decoding(
             tokenizer,
             prompt=[*tokenizer.sot_sequence, tokenizer.no_timestamps],
             suppress=get_suppressed_tokens(tokenizer, (-1,)) or [],
         )
+        self._decodings[language] = decoding
+        return decoding
 
-    def transcribe(self, samples: np.ndarray) -> str:
+    def transcribe(self, samples: np.ndarray) -> Heard:
         """Blocking transcription of 16 kHz int16 mono."""
         self.load()
         audio = samples.astype(np.float32) / 32768.0
@@ -131,17 +154,23 @@ class FasterWhisperSTT(stt.STT):
             return self._transcribe_short(audio, clip_s)
         return self._transcribe_long(audio)
 
-    def _transcribe_short(self, audio: np.ndarray, clip_s: float) -> str:
-        """One window, one greedy or beam decode, no timestamps."""
-        model, decoding = self._model, self._decoding
-        assert model is not None and decoding is not None
+    def _transcribe_short(self, audio: np.ndarray, clip_s: float) -> Heard:
+        """One window, one greedy or beam decode, no timestamps; the language, when the
+        options leave it open, told apart on the same encoding."""
+        model = self._model
+        assert model is not None
         window = int(window_s(clip_s) * WHISPER_SAMPLE_RATE)
         padded = np.pad(audio, (0, window - len(audio)))
         features = model.feature_extractor(padded, padding=0)
         features = features[:, : window * FRAMES_PER_S // WHISPER_SAMPLE_RATE]
+        encoded = model.encode(features)
+        language = self._opts.language
+        if not language:
+            language = str(model.model.detect_language(encoded)[0][0][0])[2:-2]
+        decoding = self._decoding(language)
         budget = int(TOKENS_PER_S * clip_s) + EXTRA_TOKENS
         result = model.model.generate(
-            model.encode(features),
+            encoded,
             [decoding.prompt],
             beam_size=self._opts.beam_size,
             max_length=len(decoding.prompt) + budget,
@@ -157,12 +186,12 @@ class FasterWhisperSTT(stt.STT):
         ):
             # the decoder went round in circles: the full window (rarely needed) does not
             return self._transcribe_long(audio)
-        return text
+        return Heard(text, language)
 
-    def _transcribe_long(self, audio: np.ndarray) -> str:
+    def _transcribe_long(self, audio: np.ndarray) -> Heard:
         """faster-whisper's own loop, in 30 s windows."""
         assert self._model is not None
-        segments, _ = self._model.transcribe(
+        segments, info = self._model.transcribe(
             audio,
             language=self._opts.language or None,
             beam_size=self._opts.beam_size,
@@ -170,7 +199,8 @@ class FasterWhisperSTT(stt.STT):
             condition_on_previous_text=False,
             vad_filter=False,
         )
-        return " ".join(s.text.strip() for s in segments).strip()
+        text = " ".join(s.text.strip() for s in segments).strip()
+        return Heard(text, self._opts.language or info.language)
 
     async def _recognize_impl(
         self,
@@ -182,13 +212,11 @@ class FasterWhisperSTT(stt.STT):
         frame = merge_frames(buffer)
         samples = frames_to_mono([frame], WHISPER_SAMPLE_RATE)
         async with self._lock:  # one decode at a time: the model uses every core already
-            text = await asyncio.to_thread(self.transcribe, samples)
+            heard = await asyncio.to_thread(self.transcribe, samples)
         return stt.SpeechEvent(
             type=stt.SpeechEventType.FINAL_TRANSCRIPT,
             request_id=uuid.uuid4().hex,
-            alternatives=[
-                stt.SpeechData(language=LanguageCode(self._opts.language or "en"), text=text)
-            ],
+            alternatives=[stt.SpeechData(language=LanguageCode(heard.language), text=heard.text)],
         )
 
 
