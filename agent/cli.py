@@ -137,6 +137,11 @@ def _run_file(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_sight(profile: Profile, what: str) -> None:
+    if not ENGINES[profile.engine].sees:
+        raise UsageError(f"the {profile.engine} engine cannot see: {what} --engine phi4mm")
+
+
 def _frame_files(args: argparse.Namespace, profile: Profile) -> FrameFiles | None:
     """The run's images and video, opened now: a missing or unreadable one, or one given to
     an engine that cannot see, is refused before any model loads."""
@@ -144,10 +149,7 @@ def _frame_files(args: argparse.Namespace, profile: Profile) -> FrameFiles | Non
 
     if not (args.image or args.video):
         return None
-    if not ENGINES[profile.engine].sees:
-        raise UsageError(
-            f"the {profile.engine} engine cannot see: --image and --video need --engine phi4mm"
-        )
+    _require_sight(profile, "--image and --video need")
     try:
         images = [parse_timed_image(value) for value in args.image or []]
         return FrameFiles.open(images, Path(args.video) if args.video else None)
@@ -162,8 +164,7 @@ def _camera(args: argparse.Namespace, profile: Profile) -> str | None:
 
     if args.camera is None:
         return None
-    if not ENGINES[profile.engine].sees:
-        raise UsageError(f"the {profile.engine} engine cannot see: --camera needs --engine phi4mm")
+    _require_sight(profile, "--camera needs")
     device = camera_device(args.camera)
     try:
         probe_camera(device)

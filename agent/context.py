@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from livekit import rtc
 from livekit.agents import llm
 
 logger = logging.getLogger("voice_agent")
 
+R = TypeVar("R")
 MediaKind = Literal["image", "audio"]
 DROP_ORDER: tuple[MediaKind, ...] = ("image", "audio")
 
@@ -134,6 +135,22 @@ class ContextWindow:
 
     def needs_trim(self, tokens: int) -> bool:
         return tokens + self.reserve > self._trigger
+
+    def fit(
+        self,
+        items: Sequence[llm.ChatItem],
+        render: Callable[[Request], R],
+        size: Callable[[R], int],
+        droppable: Droppable = no_media,
+    ) -> tuple[Request, R, int, Trim | None]:
+        """The request for ``items`` as the engine renders it, and its tokens, trimmed first
+        when it would pass the trigger (and the trim, then)."""
+        request = self.kept(items)
+        rendered = render(request)
+        if not self.needs_trim(tokens := size(rendered)):
+            return request, rendered, tokens, None
+        request, trim = self.trim(request, lambda some: size(render(some)), droppable)
+        return request, render(request), trim.after, trim
 
     def trim(
         self, request: Request, count: Count, droppable: Droppable = no_media

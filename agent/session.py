@@ -24,7 +24,7 @@ from tools.services import AgentServices
 from .engines import LoadedEngine, load_engine
 from .models import bundled_smart_turn, off_the_loop
 from .profile import Profile, ProfileError
-from .vision import FrameSampler, VisionOptions
+from .vision import FrameSampler, vision_options
 
 
 def bridge_for(profile: Profile, *, device_id: str = "") -> MqttBridge | None:
@@ -120,7 +120,7 @@ class SessionFactory:
             ),
             aec_warmup_duration=None,
             user_away_timeout=None,
-            frame_sampler=FrameSampler(VisionOptions(**profile.vision.model_dump())),
+            frame_sampler=FrameSampler(vision_options(profile)),
             **self.engine.plugins(),
         )
         return session, Agent(instructions=self.instructions, tools=self.tools)

@@ -17,16 +17,19 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import av
 import numpy as np
 from livekit import rtc
 from livekit.agents.voice import io
 from PIL import Image, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    from .profile import Profile
 
 logger = logging.getLogger("voice_agent")
 
@@ -46,8 +49,12 @@ class VisionOptions:
     """Mean difference of the grey thumbnails (0 to 1) a frame needs to be kept."""
     max_side: int = 448
     """Frames are scaled down to fit: 448 px is one crop of the model (477 tokens at 4:3)."""
-    camera_fallback: str = "error"
-    """A camera that cannot be opened: ``error`` or ``audio-only`` (the console's choice)."""
+
+
+def vision_options(profile: Profile) -> VisionOptions:
+    """The profile's ``[vision]`` as the sampler and the model read it (``camera_fallback`` is
+    the command line's)."""
+    return VisionOptions(**profile.vision.model_dump(exclude={"camera_fallback"}))
 
 
 @dataclass(frozen=True)
@@ -158,7 +165,7 @@ def load_image(path: Path) -> Image.Image:
         raise FrameSourceError(f"{path}: not an image this agent can read ({e})") from None
 
 
-def video_frames(path: Path) -> Iterator[tuple[float, Image.Image]]:
+def video_frames(path: Path) -> Generator[tuple[float, Image.Image], None, None]:
     """(seconds, frame) for each frame of a video file, decoded as it is read."""
     try:
         container = av.open(str(path))
@@ -189,7 +196,9 @@ class FrameFiles:
     def open(cls, images: list[TimedImage], video: Path | None) -> FrameFiles:
         stills = [(item.at, f"image:{item.path}", load_image(item.path)) for item in images]
         if video is not None:
-            next(video_frames(video), None)
+            probe = video_frames(video)
+            next(probe, None)
+            probe.close()
         return cls(sorted(stills, key=lambda still: still[0]), video)
 
     def __bool__(self) -> bool:
@@ -309,6 +318,6 @@ class CameraVideoInput(io.VideoInput):
             raise StopAsyncIteration
         return image_to_frame(image)
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         self._stopped.set()
         self._offer(None)

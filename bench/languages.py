@@ -17,19 +17,18 @@ import json
 import re
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import jiwer
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agent.engines.lite.stt import FasterWhisperOptions, FasterWhisperSTT, Heard  # noqa: E402
+from agent.engines.lite.stt import FasterWhisperOptions, FasterWhisperSTT  # noqa: E402
 from audio import load_audio  # noqa: E402
 from audio.segmenter import speech_bounds  # noqa: E402
+from bench.stt import timed  # noqa: E402
 from tests.conftest import SHARED_AUDIO  # noqa: E402
 
 RATE = 16000
@@ -60,15 +59,6 @@ def error_rate(reference: str, heard: str, language: str) -> float:
     return float(jiwer.wer(truth, said))
 
 
-def timed(stt: FasterWhisperSTT, samples: np.ndarray, repeats: int) -> tuple[Heard, float]:
-    times, heard = [], Heard("", "")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        heard = stt.transcribe(samples)
-        times.append(time.perf_counter() - started)
-    return heard, statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -81,8 +71,8 @@ def main() -> None:
     report: dict[str, Any] = {"clips": {}, "utterances": {}}
     for name, (language, reference) in REFERENCES.items():
         samples = load_audio(SHARED_AUDIO / name, RATE)
-        heard, seconds = timed(base, samples, args.repeats)
-        _, tiny_seconds = timed(tiny, samples, args.repeats)
+        heard, seconds = timed(base.transcribe, samples, args.repeats)
+        _, tiny_seconds = timed(tiny.transcribe, samples, args.repeats)
         row = {
             "audio_s": round(len(samples) / RATE, 2),
             "language": heard.language,
@@ -101,7 +91,7 @@ def main() -> None:
     for name, language in UTTERANCES.items():
         samples = load_audio(SHARED_AUDIO / name, RATE)
         pieces = [samples[a : b + 1] for a, b in speech_bounds(samples) if b - a > RATE // 2]
-        results = [timed(base, piece, args.repeats) for piece in pieces]
+        results = [timed(base.transcribe, piece, args.repeats) for piece in pieces]
         right = [heard.language == language for heard, _ in results]
         row = {
             "utterances": len(pieces),

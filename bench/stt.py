@@ -16,7 +16,9 @@ import re
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import jiwer
 import numpy as np
@@ -29,6 +31,7 @@ from audio import load_audio  # noqa: E402
 from audio.segmenter import speech_bounds  # noqa: E402
 from tests.conftest import SHARED_AUDIO  # noqa: E402
 
+T = TypeVar("T")
 RATE = 16000
 REFERENCES = {
     "jfk.flac": "and so my fellow americans ask not what your country can do for you "
@@ -53,13 +56,16 @@ def clips() -> list[tuple[str, np.ndarray]]:
     return found
 
 
-def timed(transcribe, samples: np.ndarray, repeats: int) -> tuple[str, float]:  # type: ignore[no-untyped-def]
-    times, text = [], ""
+def timed(
+    transcribe: Callable[[np.ndarray], T], samples: np.ndarray, repeats: int
+) -> tuple[T, float]:
+    """What ``transcribe`` made of ``samples``, and the median of its times."""
+    times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        text = transcribe(samples)
+        heard = transcribe(samples)
         times.append(time.perf_counter() - started)
-    return text, statistics.median(times)
+    return heard, statistics.median(times)
 
 
 def main() -> None:

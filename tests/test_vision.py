@@ -226,7 +226,7 @@ async def test_a_camera_is_read_on_its_own_thread_newest_frame_first(tmp_path):
         while True:
             frames.append(await asyncio.wait_for(camera.__anext__(), 5))
     assert 1 <= len(frames) <= 20, "frames nobody read in time were dropped, not queued"
-    camera.close()
+    await camera.aclose()
 
 
 def test_a_camera_that_is_not_there_is_refused_or_skipped_as_the_profile_says(tmp_path):

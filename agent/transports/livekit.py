@@ -86,11 +86,7 @@ async def join_room(ctx: JobContext) -> None:
     if camera := ctx.proc.userdata.get(CAMERA):
         video = CameraVideoInput(camera)
         controlled.session.input.video = video
-
-        async def close_camera() -> None:
-            video.close()
-
-        ctx.add_shutdown_callback(close_camera)
+        ctx.add_shutdown_callback(video.aclose)
     await controlled.session.start(controlled.agent, room=ctx.room)
     controlled.control.start()
 

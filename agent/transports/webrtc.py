@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import av
@@ -114,26 +115,20 @@ class WebRTCAudioOutput(SpeakerOutput):
         await self._track.put(samples)
 
 
-class WebRTCAudioInput(io.AudioInput):
-    """The session's microphone: the browser's track, drained continuously."""
+class _Drain:
+    """A browser's track read all the time (aiortc queues what nobody reads without bound),
+    each frame handed to ``take`` as it comes."""
 
-    def __init__(self, track: MediaStreamTrack) -> None:
-        super().__init__(label="webrtc")
-        self._track = track
-        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=MIC_RATE)
-        self._frames: deque[rtc.AudioFrame] = deque(maxlen=MIC_BACKLOG_FRAMES)
+    def __init__(self, track: MediaStreamTrack, take: Callable[[Any], None], name: str) -> None:
         self._arrived = asyncio.Event()
         self.ended = asyncio.Event()
         """Set when the browser's track stops (a closed tab, a dropped connection)."""
-        self._drain = asyncio.create_task(self._receive(), name="webrtc-mic")
+        self._task = asyncio.create_task(self._receive(track, take), name=name)
 
-    async def _receive(self) -> None:
+    async def _receive(self, track: MediaStreamTrack, take: Callable[[Any], None]) -> None:
         try:
             while True:
-                frame = await self._track.recv()
-                assert isinstance(frame, av.AudioFrame)
-                for mono in self._resampler.resample(frame):
-                    self._frames.append(samples_to_frame(mono.to_ndarray()[0], MIC_RATE))
+                take(await track.recv())
                 self._arrived.set()
         except MediaStreamError:
             pass
@@ -141,18 +136,42 @@ class WebRTCAudioInput(io.AudioInput):
             self.ended.set()
             self._arrived.set()
 
-    async def __anext__(self) -> rtc.AudioFrame:
-        while not self._frames:
+    async def until(self, ready: Callable[[], bool]) -> bool:
+        """Wait until ``ready()``; False once the track has ended with nothing ready."""
+        while not ready():
             if self.ended.is_set():
-                raise StopAsyncIteration
+                return False
             self._arrived.clear()
             await self._arrived.wait()
+        return True
+
+    async def aclose(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+class WebRTCAudioInput(io.AudioInput):
+    """The session's microphone: the browser's track, drained continuously."""
+
+    def __init__(self, track: MediaStreamTrack) -> None:
+        super().__init__(label="webrtc")
+        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=MIC_RATE)
+        self._frames: deque[rtc.AudioFrame] = deque(maxlen=MIC_BACKLOG_FRAMES)
+        self._drain = _Drain(track, self._take, "webrtc-mic")
+        self.ended = self._drain.ended
+
+    def _take(self, frame: av.AudioFrame) -> None:
+        for mono in self._resampler.resample(frame):
+            self._frames.append(samples_to_frame(mono.to_ndarray()[0], MIC_RATE))
+
+    async def __anext__(self) -> rtc.AudioFrame:
+        if not await self._drain.until(lambda: bool(self._frames)):
+            raise StopAsyncIteration
         return self._frames.popleft()
 
     async def aclose(self) -> None:
-        self._drain.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._drain
+        await self._drain.aclose()
 
 
 class WebRTCVideoInput(io.VideoInput):
@@ -163,39 +182,22 @@ class WebRTCVideoInput(io.VideoInput):
     def __init__(self, track: MediaStreamTrack) -> None:
         super().__init__(label="webrtc")
         self.current_source = "webrtc"
-        self._track = track
         self._newest: av.VideoFrame | None = None
-        self._arrived = asyncio.Event()
-        self._ended = False
-        self._drain = asyncio.create_task(self._receive(), name="webrtc-camera")
+        self._drain = _Drain(track, self._take, "webrtc-camera")
 
-    async def _receive(self) -> None:
-        try:
-            while True:
-                frame = await self._track.recv()
-                assert isinstance(frame, av.VideoFrame)
-                self._newest = frame
-                self._arrived.set()
-        except MediaStreamError:
-            pass
-        finally:
-            self._ended = True
-            self._arrived.set()
+    def _take(self, frame: av.VideoFrame) -> None:
+        self._newest = frame
 
     async def __anext__(self) -> rtc.VideoFrame:
         await asyncio.sleep(1 / MAX_VIDEO_FPS)
-        while self._newest is None:
-            if self._ended:
-                raise StopAsyncIteration
-            self._arrived.clear()
-            await self._arrived.wait()
+        if not await self._drain.until(lambda: self._newest is not None):
+            raise StopAsyncIteration
         frame, self._newest = self._newest, None
+        assert frame is not None
         return image_to_frame(frame.to_image())
 
     async def aclose(self) -> None:
-        self._drain.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._drain
+        await self._drain.aclose()
 
 
 class EventChannel:

@@ -129,12 +129,8 @@ class LocalLLM(llm.LLM):
         def render(request: Request) -> list[int]:
             return self.render_prompt(llm.ChatContext(request.items), tools)
 
-        request, trim = self._window.kept(chat_ctx.items), None
-        ids = render(request)
-        if self._window.needs_trim(len(ids)):
-            request, trim = self._window.trim(request, lambda some: len(render(some)))
-            ids = render(request)
-        self.meter.requested(request, len(ids))
+        request, ids, tokens, trim = self._window.fit(chat_ctx.items, render, len)
+        self.meter.requested(request, tokens)
         return ids, trim
 
     def prompt_tokens(self, instructions: str, tools: Sequence[llm.Tool | llm.Toolset]) -> int:

@@ -262,9 +262,8 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
             media_keys = tuple(m.key for m in self._media.of(item_id))
             if record.tokens == 0 and (part := by_media.get(media_keys)) is not None:
                 record.tokens = self._model.engine.count_tokens(part)
-                images = [m.image for m in part.media if m.image is not None]
-                for image, noted in zip(images, record.images, strict=False):
-                    noted.tokens = self._model.engine.image_tokens(image)
+                for noted in record.images:  # one frame at most joins a turn
+                    noted.tokens = self._model.engine.image_tokens(part)
 
     async def _transcribe_pending(self) -> None:
         async with self._transcribing:

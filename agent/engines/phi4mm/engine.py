@@ -21,7 +21,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image
 from transformers import DynamicCache
 
 from ...generation import GenerationStats, common_prefix, streaming_kwargs
@@ -36,10 +35,6 @@ from .parts import Encoded, Media, PartEncoder, PromptPart
 
 Adapter = Literal["speech", "vision"] | None
 ASR_PROMPT = "Transcribe the audio clip into text."
-PART_MEMO_SIZE = 16384
-"""Parts' token ids remembered: a few hours of conversation, a few MB."""
-MEDIA_MEMO_SIZE = 64
-"""Parts' processed media remembered (MBs each for images): only recent parts get prefilled."""
 
 
 @dataclass(frozen=True)
@@ -121,10 +116,9 @@ class Phi4MMEngine:
         """The part's tokens as the model reads them (its media as the processor counts)."""
         return len(self.encoder.encode(part).ids)
 
-    def image_tokens(self, image: Image.Image) -> int:
-        """What one image costs in the prompt, as the processor counts it."""
-        counted = self.loaded.processor.image_processor(images=[image], return_tensors="pt")
-        return int(counted["num_img_tokens"][0])
+    def image_tokens(self, part: PromptPart) -> int:
+        """What the part's image costs, as the processor counted it when it encoded the part."""
+        return self.encoder.encode(part).ids.count(self.loaded.processor.image_token_id)
 
     @property
     def kv_bytes_per_token(self) -> int:

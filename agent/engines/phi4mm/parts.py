@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ...context import MediaKind
 from .checkpoint import LoadedModel
 
 T = TypeVar("T")
@@ -30,6 +31,10 @@ class Media:
     key: str
     audio: np.ndarray | None = None
     image: Image.Image | None = None
+
+    @property
+    def kind(self) -> MediaKind:
+        return "image" if self.image is not None else "audio"
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,7 @@ def render(
             parts.append(PromptPart(f"<|tool|>{item.output}<|end|>"))
         elif isinstance(item, llm.ChatMessage) and item.role == "user":
             read = as_text.get(item.id, frozenset())
-            media = tuple(m for m in media_of(item.id) if _kind(m) not in read)
+            media = tuple(m for m in media_of(item.id) if m.kind not in read)
             images = "".join(placeholder("image") for m in media if m.image is not None)
             audio = "".join(placeholder("audio") for m in media if m.audio is not None)
             note = IMAGE_NOTE if "image" in read else ""
@@ -115,10 +115,6 @@ def render(
     close_calls()
     parts.append(PromptPart("<|assistant|>"))
     return parts
-
-
-def _kind(media: Media) -> MediaKind:
-    return "image" if media.image is not None else "audio"
 
 
 def prompt_text(parts: Sequence[PromptPart]) -> str:

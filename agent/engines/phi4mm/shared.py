@@ -13,7 +13,7 @@ from audio import WebRTCVADOptions
 from ...context import ContextOptions
 from ...models import off_the_loop
 from ...profile import Profile
-from ...vision import VisionOptions
+from ...vision import vision_options
 from .. import require_room_to_talk
 from .engine import Phi4MMOptions
 from .realtime import Phi4MMRealtimeModel
@@ -39,7 +39,7 @@ async def load(
         Phi4MMOptions(**profile.phi4mm.model_dump()),
         segmenter=WebRTCVADOptions(**profile.vad.model_dump()),
         context=ContextOptions(**profile.context.model_dump()),
-        vision=VisionOptions(**profile.vision.model_dump()),
+        vision=vision_options(profile),
     )
     await off_the_loop(model.locate)
     logger.info("loading Phi-4-multimodal: %s", profile.phi4mm.model)

@@ -52,26 +52,17 @@ class PromptWindow:
         def parts_of(request: Request) -> list[PromptPart]:
             return render(instructions, tools, request.items, media_of, request.as_text)
 
-        def count(request: Request) -> int:
-            return sum(self._engine.count_tokens(part) for part in parts_of(request))
+        def count(parts: list[PromptPart]) -> int:
+            return sum(self._engine.count_tokens(part) for part in parts)
 
         def droppable(item_id: str) -> frozenset[MediaKind]:
             """An image can always become a note; audio only once it has a transcript."""
-            media = media_of(item_id)
-            kinds: set[MediaKind] = set()
-            if any(m.image is not None for m in media):
-                kinds.add("image")
-            if any(m.audio is not None for m in media) and transcribed(item_id):
-                kinds.add("audio")
-            return frozenset(kinds)
+            kinds = {m.kind for m in media_of(item_id)}
+            return frozenset(kinds if transcribed(item_id) else kinds - {"audio"})
 
         if self._window is None:
             reserve = self._engine.options.max_new_tokens
             self._window = ContextWindow(self._options, self._size(), reserve)
-        request, trim = self._window.kept(items), None
-        tokens = count(request)
-        if self._window.needs_trim(tokens):
-            request, trim = self._window.trim(request, count, droppable)
-            tokens = trim.after
+        request, parts, tokens, trim = self._window.fit(items, parts_of, count, droppable)
         self._meter.requested(request, tokens)
-        return parts_of(request), trim
+        return parts, trim
