@@ -41,7 +41,8 @@ def noise(seed: int, size=(640, 480)) -> Image.Image:
 
 
 class Listener:
-    """What the sampler reads of a session: whether the user is speaking."""
+    """What the sampler reads of a session: whether the user is speaking. A stand-in: a real
+    session would need live speech to flip that state on the test's schedule."""
 
     user_state = "listening"
 
