@@ -191,9 +191,11 @@ def _console(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from .serve import ServeConfigError, ServeOptions
+    from .transports.sip import SipConfigError, SipOptions
 
     profile = _profile(args)
     try:
+        sip = SipOptions.parse(args.sip, args.sip_allow) if args.sip else None
         options = ServeOptions(
             host=args.host,
             port=args.port,
@@ -202,9 +204,11 @@ def _serve(args: argparse.Namespace) -> int:
             token=args.token or os.environ.get("VOICE_AGENT_TOKEN", ""),
             tls_cert=Path(args.tls_cert) if args.tls_cert else None,
             tls_key=Path(args.tls_key) if args.tls_key else None,
+            web=not args.no_web,
+            sip=sip,
         ).checked()
         asyncio.run(_serve_until_stopped(profile, options))
-    except ServeConfigError as e:
+    except (ServeConfigError, SipConfigError) as e:
         raise UsageError(str(e)) from None
     return 0
 
@@ -314,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     console.set_defaults(handler=_console)
 
     serve = commands.add_parser(
-        "serve", help="talk from a browser (WebRTC); many conversations on one model load"
+        "serve",
+        help="talk from a browser (WebRTC) or a phone (SIP); many conversations on one load",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=_number_in(1, 65535, kind=int), default=8080)
@@ -322,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-sessions",
         type=_number_in(1, 64, kind=int),
         default=4,
-        help="conversations at once; more are answered 503 (default 4)",
+        help="conversations at once, browsers and calls together; more are answered "
+        "503 (web) or 486 Busy (SIP) (default 4)",
     )
     serve.add_argument("--log-dir", help="write each conversation's events.jsonl under here")
     serve.add_argument(
@@ -332,6 +338,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--tls-cert", help="PEM certificate: serve https (browsers need it off localhost)"
     )
     serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    serve.add_argument(
+        "--sip",
+        metavar="IP:PORT",
+        help="also answer phone calls over SIP (UDP, G.711) on this address",
+    )
+    serve.add_argument(
+        "--sip-allow",
+        metavar="NETWORK",
+        action="append",
+        default=[],
+        help="answer SIP calls from this network only (repeat; needed off loopback)",
+    )
+    serve.add_argument("--no-web", action="store_true", help="no page: SIP calls only")
     with_session_options(serve)
     serve.set_defaults(handler=_serve)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -32,7 +33,7 @@ logger = logging.getLogger("voice_agent")
 
 MAX_WAITING_SAYS = 20
 """Announcements waiting to be spoken; more are refused rather than spoken minutes late."""
-Origin = Literal["mqtt", "timer"]
+Origin = Literal["mqtt", "timer", "greeting"]
 
 
 class ControlledSession:
@@ -84,7 +85,7 @@ class ControlledSession:
     ) -> ControlledSession:
         """A new conversation over ``factory``'s models; ``bridge`` must already be started."""
         session, agent = factory.session(bridge=bridge)
-        control = SessionControl(session, agent, bridge)
+        control = SessionControl(session, agent, bridge, greeting=factory.profile.greeting)
         return cls(session, agent, control, bridge, factory=factory if owns_factory else None)
 
     async def aclose(self, *, drain_s: float = 3.0) -> None:
@@ -109,9 +110,15 @@ class SessionControl:
     announcement from MQTT is spoken or reported as dropped."""
 
     def __init__(
-        self, session: AgentSession[AgentServices], agent: Agent, bridge: MqttBridge | None
+        self,
+        session: AgentSession[AgentServices],
+        agent: Agent,
+        bridge: MqttBridge | None,
+        *,
+        greeting: str = "",
     ) -> None:
         self._session = session
+        self._greeting = greeting
         self._agent = agent
         self._bridge = bridge
         self._instructions = agent.instructions
@@ -130,9 +137,12 @@ class SessionControl:
             if (meter := meter_of(session.llm)) is not None:
                 meter.on("context_trimmed", lambda trim: self._trimmed(bridge, trim))
 
-    def start(self) -> None:
-        """Begin obeying and speaking; the session must be running (commands that came
-        earlier have waited in the bridge)."""
+    def start(self, *, greet_after: Callable[[], Awaitable[object]] | None = None) -> None:
+        """Begin obeying and speaking, the greeting first (once ``greet_after()`` is done: a
+        caller hears nothing sent before the audio flows); the session must be running
+        (commands that came earlier have waited in the bridge)."""
+        if self._greeting:
+            self._tasks.append(asyncio.create_task(self._greet(greet_after), name="greeting"))
         self._tasks.append(asyncio.create_task(self._speak(), name="announcements"))
         if self._bridge is not None:
             self._tasks.append(asyncio.create_task(self._obey(self._bridge), name="mqtt-commands"))
@@ -175,6 +185,12 @@ class SessionControl:
         if self._bridge is not None:
             self._bridge.report_now()
 
+    async def _greet(self, after: Callable[[], Awaitable[object]] | None) -> None:
+        if after is not None:
+            await after()
+        self._says.appendleft((self._greeting, "greeting"))
+        self._say_added.set()
+
     async def _obey(self, bridge: MqttBridge) -> None:
         while True:
             command = await bridge.next_command()
@@ -192,9 +208,11 @@ class SessionControl:
                 continue
             text, origin = self._says.popleft()
             self._current = _Announcement(origin)
-            await self._user_quiet.wait()
+            greeting = origin == "greeting"  # first, and heard whole: the caller may say "hello"
+            if not greeting:
+                await self._user_quiet.wait()
             try:
-                self._current.handle = self._session.say(text, allow_interruptions=True)
+                self._current.handle = self._session.say(text, allow_interruptions=not greeting)
             except RuntimeError as e:  # the session is closing
                 self.report_dropped(origin, f"dropped: {e}")
             else:

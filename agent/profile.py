@@ -127,6 +127,8 @@ class Profile(_Section):
     """A built-in prompt's name or the prompt's own text."""
     prompt_file: str = ""
     """A UTF-8 text file holding the prompt (relative to the profile's folder)."""
+    greeting: str = ""
+    """Spoken first, as soon as the caller's audio flows ("" = wait for the user)."""
     engine: str = "lite"
     """A name from the engine registry; its settings are the section of the same name."""
     tools: list[str] = []

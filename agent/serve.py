@@ -8,16 +8,11 @@ the connection drops or the agent ends the conversation.
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import gc
 import hmac
 import ipaddress
 import logging
 import ssl
-import threading
-import time
 import uuid
-import weakref
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -26,15 +21,12 @@ from typing import Any
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaBlackhole
-from livekit.agents import AgentSession
-
-from audio import Timeline
 
 from .control import ControlledSession
+from .conversations import CallMedia, ConversationPool, PoolFull, hold
 from .engines import ENGINES
-from .events import EventLog
 from .session import SessionFactory
-from .signals import first_of
+from .transports.sip import SipOptions, SipServer
 from .transports.webrtc import (
     AgentVoiceTrack,
     EventChannel,
@@ -48,7 +40,6 @@ logger = logging.getLogger("voice_agent")
 
 MAX_OFFER_BYTES = 64 * 1024
 """A browser's offer is 2–10 KB."""
-CLOSE_TIMEOUT_S = 3.0
 
 
 class ServeConfigError(ValueError):
@@ -64,10 +55,16 @@ class ServeOptions:
     token: str = ""
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    web: bool = True
+    """Serve the page and its WebRTC offers."""
+    sip: SipOptions | None = None
+    """Also (or only) answer phone calls over SIP."""
 
     def checked(self) -> ServeOptions:
         """Refuse what would expose a microphone to the network without a token."""
-        if not _is_loopback(self.host) and not self.token:
+        if not self.web and self.sip is None:
+            raise ServeConfigError("--no-web needs --sip HOST:PORT: nothing would be served")
+        if self.web and not _is_loopback(self.host) and not self.token:
             raise ServeConfigError(
                 f"serving on {self.host} needs a token (--token or VOICE_AGENT_TOKEN): "
                 "anyone who reaches the port could talk to the agent"
@@ -163,62 +160,32 @@ class WebConversation:
 
     async def run(self, log_dir: Path | None) -> None:
         """The conversation, from the answer until one side ends it."""
-        session = self.controlled.session
         assert self.mic is not None
-        speaker = WebRTCAudioOutput(self.voice)
-        session.input.audio = self.mic
-        if self.camera is not None:
-            session.input.video = self.camera
-        session.output.audio = speaker
-        path = None
-        if log_dir is not None:
-            (log_dir / self.id).mkdir(parents=True, exist_ok=True)
-            path = log_dir / self.id / "events.jsonl"
-        log = EventLog(path, Timeline(), echo=None, on_record=self.events.send)
-        log.attach(session, speaker)
-        closed = asyncio.Event()
-        session.on("close", lambda _: closed.set())
+        media = CallMedia(self.mic, WebRTCAudioOutput(self.voice), self.camera, ended=[self.ended])
         try:
             await self.unused.start()
-            await session.start(self.controlled.agent, record=False)
-            self.controlled.control.start()
-            await first_of(closed.wait(), self.ended.wait(), self.mic.ended.wait())
+            await hold(self.controlled, self.id, media, log_dir=log_dir, on_record=self.events.send)
         finally:
-            try:
-                await asyncio.wait_for(session.aclose(), CLOSE_TIMEOUT_S)
-            except TimeoutError:
-                log.write("error", source="serve", message="the session did not close in time")
-            await self.controlled.aclose()
-            await speaker.stop()
-            await self.mic.aclose()
             if self.camera is not None:
                 await self.camera.aclose()
             await self.unused.stop()
-            log.summary(session_id=self.id, agent_speech_s=round(speaker.voiced_s, 3))
-            log.close()
             await self.pc.close()
 
 
 class VoiceServer:
     """The HTTP side: the page, the offers, and the conversations they started."""
 
-    def __init__(self, factory: SessionFactory, options: ServeOptions) -> None:
+    def __init__(
+        self, factory: SessionFactory, options: ServeOptions, pool: ConversationPool
+    ) -> None:
         self._factory = factory
         self._options = options
-        self._conversations: dict[str, asyncio.Task[None]] = {}
-        self._held: weakref.WeakSet[AgentSession] = weakref.WeakSet()
-        """Every session not yet freed: finished ones must leave it."""
-        self._answering = 0
-        """Offers accepted but not yet answered: they hold a place too."""
+        self._pool = pool
         self._page_html = resources.files("agent").joinpath("web/index.html").read_text("utf-8")
         self.app = web.Application(client_max_size=MAX_OFFER_BYTES)
         self.app.router.add_get("/", self._page)
         self.app.router.add_post("/offer", self._offer)
         self.app.router.add_get("/status", self._status)
-
-    @property
-    def active(self) -> int:
-        return len(self._conversations)
 
     def _authorized(self, given: str) -> bool:
         return not self._options.token or hmac.compare_digest(
@@ -231,36 +198,18 @@ class VoiceServer:
         return web.Response(text=self._page_html, content_type="text/html")
 
     async def _status(self, request: web.Request) -> web.Response:
-        """How busy the server is, and what it holds: for monitoring, and for leak checks."""
         if not self._authorized(request.query.get("token", "")):
             return web.json_response({"error": "a token is needed"}, status=401)
-        return web.json_response(
-            {
-                "sessions": self.active,
-                "sessions_in_memory": len(self._held),
-                "max_sessions": self._options.max_sessions,
-                "tasks": len(asyncio.all_tasks()),
-                "threads": threading.active_count(),
-            }
-        )
+        return web.json_response(self._pool.status())
 
     async def _offer(self, request: web.Request) -> web.Response:
         try:
             body = await self._read_offer(request)
-            if self.active + self._answering >= self._options.max_sessions:
-                raise _OfferError(
-                    503, f"all {self._options.max_sessions} conversations are taken; try later"
-                )
-            # a context of its own: what LiveKit keeps in context variables must not outlive
-            # the conversation in the HTTP connection's task
-            self._answering += 1
-            try:
-                answering = asyncio.create_task(self._answer(body), context=contextvars.Context())
-                answer, conversation_id = await answering
-            finally:
-                self._answering -= 1
+            with self._pool.place():
+                answer, conversation_id = await self._pool.answer(self._answer(body))
+        except PoolFull as e:
+            return web.json_response({"error": str(e)}, status=503)
         except _OfferError as e:
-            self._free_soon()  # what a refused offer had begun
             return web.json_response({"error": str(e)}, status=e.status)
         return web.json_response({**answer, "session_id": conversation_id})
 
@@ -288,7 +237,7 @@ class VoiceServer:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         conversation_id = uuid.uuid4().hex[:12]
         controlled = await ControlledSession.join(self._factory, conversation_id)
-        self._held.add(controlled.session)
+        self._pool.joined(controlled.session)
         sees = ENGINES[self._factory.profile.engine].sees
         conversation = WebConversation(conversation_id, controlled, pc, sees=sees)
         try:
@@ -303,59 +252,38 @@ class VoiceServer:
             if isinstance(e, _OfferError):
                 raise
             raise _OfferError(400, f"not a usable SDP offer: {e}") from None
-        task = asyncio.create_task(
-            self._converse(conversation), name=f"conversation-{conversation.id}"
-        )
-        self._conversations[conversation.id] = task
+        self._pool.run(conversation.id, conversation.run(self._options.log_dir))
         description = pc.localDescription
         return {"sdp": description.sdp, "type": description.type}, conversation.id
 
-    async def _converse(self, conversation: WebConversation) -> None:
-        logger.info("conversation %s started (%d running)", conversation.id, self.active)
-        try:
-            await conversation.run(self._options.log_dir)
-        except Exception:
-            logger.exception("conversation %s failed", conversation.id)
-        finally:
-            del self._conversations[conversation.id]
-            logger.info("conversation %s ended (%d running)", conversation.id, self.active)
-            self._free_soon()
-
-    def _free_soon(self) -> None:
-        """A finished session is a web of reference cycles (event emitters, its KV cache) that
-        the collector would free only much later: free it as soon as the frames that hold it
-        are gone (``gc.freeze`` after loading keeps this to milliseconds)."""
-        asyncio.get_running_loop().call_soon(self._free)
-
-    @staticmethod
-    def _free() -> None:
-        started = time.perf_counter()
-        gc.collect()
-        logger.debug("collected in %.0f ms", (time.perf_counter() - started) * 1000)
-
-    async def aclose(self) -> None:
-        """End every conversation (each writes its summary) and stop."""
-        tasks = list(self._conversations.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
 
 async def serve(factory: SessionFactory, options: ServeOptions, stop: asyncio.Event) -> None:
-    """Serve until ``stop`` is set."""
-    server = VoiceServer(factory, options)
-    runner = web.AppRunner(server.app, access_log=None)
-    await runner.setup()
+    """Serve until ``stop`` is set: the page, SIP calls, or both, from one pool of sessions."""
+    pool = ConversationPool(options.max_sessions)
+    runner: web.AppRunner | None = None
+    sip: SipServer | None = None
     try:
-        site = web.TCPSite(runner, options.host, options.port, ssl_context=options.ssl_context())
-        try:
-            await site.start()
-        except OSError as e:
-            raise ServeConfigError(
-                f"cannot listen on {options.host}:{options.port}: {e.strerror or e}"
-            ) from None
-        print(f"serving on {options.url} — open it in a browser", flush=True)
+        if options.web:
+            runner = web.AppRunner(VoiceServer(factory, options, pool).app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(
+                runner, options.host, options.port, ssl_context=options.ssl_context()
+            )
+            try:
+                await site.start()
+            except OSError as e:
+                raise ServeConfigError(
+                    f"cannot listen on {options.host}:{options.port}: {e.strerror or e}"
+                ) from None
+            print(f"serving on {options.url} — open it in a browser", flush=True)
+        if options.sip is not None:
+            sip = SipServer(factory, options.sip, pool, options.log_dir)
+            await sip.start()
+            print(f"serving on {sip.address} — call it", flush=True)
         await stop.wait()
     finally:
-        await server.aclose()
-        await runner.cleanup()
+        await pool.aclose()
+        if sip is not None:
+            await sip.aclose()
+        if runner is not None:
+            await runner.cleanup()

@@ -56,6 +56,9 @@ CASES = {
         ["run-file", str(DEMO), "--out", "{d}/out", "--model", "{d}/no-model"],
         "no-model: no such model folder",
     ),
+    "serve-nothing": (["serve", "--no-web"], "--no-web needs --sip HOST:PORT"),
+    "sip-on-every-address": (["serve", "--sip", "0.0.0.0:5060"], "not 0.0.0.0"),
+    "sip-unguarded": (["serve", "--sip", "192.0.2.7:5060"], "needs --sip-allow NETWORK"),
     "phi4mm-model-missing": (
         ["run-file", str(DEMO), "--out", "{d}/out", "--engine", "phi4mm", "--model", "/nowhere"],
         "/nowhere: no such model folder",

@@ -81,3 +81,19 @@ def test_events_are_ordered_and_end_with_a_summary(jfk_run):
     assert summary["metrics"]["e2e_latency_s"]["median"] > 0
     # the live transcript printed what the events recorded
     assert "user:" in result.stdout and "agent:" in result.stdout
+
+
+def test_a_profiles_greeting_is_spoken_before_anything_else(tmp_path):
+    profile = tmp_path / "greeter.toml"
+    profile.write_text('name = "greeter"\nprompt = "desktop"\ngreeting = "Good morning."\n')
+    source = SHARED_AUDIO / "one_two_three_en.wav"
+    result = voice_agent(
+        "run-file", str(source), "--out", str(tmp_path), "-q", "--profile", str(profile),
+        "--speed", "10",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    replies = [e for e in events if e["type"] == "agent_reply"]
+    assert replies[0]["text"] == "Good morning." and replies[0]["start"] < 0.3
+    turns = [e for e in events if e["type"] == "user_turn"]
+    assert turns and replies[-1]["start"] > turns[0]["end"], "the user is still answered"

@@ -88,7 +88,8 @@ async def join_room(ctx: JobContext) -> None:
         controlled.session.input.video = video
         ctx.add_shutdown_callback(video.aclose)
     await controlled.session.start(controlled.agent, room=ctx.room)
-    controlled.control.start()
+    # a phone call through LiveKit SIP is a participant: greeted once it is in the room
+    controlled.control.start(greet_after=None if ctx.is_fake_job() else ctx.wait_for_participant)
 
 
 def run_worker(profile: Profile, livekit: LiveKitServer) -> None:

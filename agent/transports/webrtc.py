@@ -30,6 +30,7 @@ from livekit.agents.voice import io
 from audio.pcm import samples_to_frame
 from audio.speaker import FRAME_MS, SpeakerOutput
 
+from ..conversations import CallerAudio
 from ..vision import image_to_frame
 
 logger = logging.getLogger("voice_agent")
@@ -151,11 +152,11 @@ class _Drain:
             await self._task
 
 
-class WebRTCAudioInput(io.AudioInput):
+class WebRTCAudioInput(CallerAudio):
     """The session's microphone: the browser's track, drained continuously."""
 
     def __init__(self, track: MediaStreamTrack) -> None:
-        super().__init__(label="webrtc")
+        super().__init__("webrtc")
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=MIC_RATE)
         self._frames: deque[rtc.AudioFrame] = deque(maxlen=MIC_BACKLOG_FRAMES)
         self._drain = _Drain(track, self._take, "webrtc-mic")
@@ -164,6 +165,7 @@ class WebRTCAudioInput(io.AudioInput):
     def _take(self, frame: av.AudioFrame) -> None:
         for mono in self._resampler.resample(frame):
             self._frames.append(samples_to_frame(mono.to_ndarray()[0], MIC_RATE))
+        self.flowing.set()
 
     async def __anext__(self) -> rtc.AudioFrame:
         if not await self._drain.until(lambda: bool(self._frames)):

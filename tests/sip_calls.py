@@ -1,0 +1,215 @@
+"""Real phones calling a real ``voice-agent serve --sip``, inside a network namespace of its own.
+
+Run by tests/test_sip.py inside a network namespace (``conftest.isolated``), as
+``python tests/sip_calls.py OUT_DIR``. Each phone is Debian's baresip: its microphone a WAV
+from shared/audio (``aufile``), and what it hears recorded by its ``sndfile`` module.
+
+Writes OUT_DIR/result.json: what each phone heard and logged, and what the server wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from paho.mqtt import publish
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from audio.decode import load_audio  # noqa: E402
+from tests.conftest import SHARED_AUDIO, Broker, start_serve  # noqa: E402
+
+HOST = "10.250.0.1"
+"""The namespace's one address (conftest.NETWORK_NAMESPACE)."""
+SIP_PORT = 5070
+WEB_PORT = 8770
+AGENT = f"sip:agent@{HOST}:{SIP_PORT}"
+RATE = 8000
+GREETING_S = 5.0
+"""Silence before the caller speaks: the greeting is heard whole first."""
+CALL_TIMEOUT_S = 90
+
+
+def microphone_wav(source: Path, out: Path, *, tail_s: float = 40.0) -> Path:
+    """The recording as baresip's ``aufile`` wants it (8 kHz, 16-bit mono), after the
+    greeting's silence; silence after it, since the phone sends nothing once its file ends."""
+    speech = load_audio(source, RATE)
+    lead = np.zeros(int(GREETING_S * RATE), np.int16)
+    sf.write(out, np.concatenate([lead, speech, np.zeros(int(tail_s * RATE), np.int16)]), RATE)
+    return out
+
+
+class Phone:
+    """One baresip user agent, calling from its own SIP port."""
+
+    def __init__(self, folder: Path, microphone: Path, port: int) -> None:
+        self.folder = folder
+        self.recordings = folder / "heard"
+        self.recordings.mkdir(parents=True, exist_ok=True)
+        (folder / "accounts").write_text(f"<sip:caller{port}@{HOST}>;regint=0\n")
+        (folder / "config").write_text(
+            f"sip_listen {HOST}:{port}\n"
+            f"audio_source aufile,{microphone}\n"
+            "audio_player aubridge,nil\naudio_alert aubridge,nil\n"
+            "ausrc_srate 8000\nauplay_srate 8000\n"
+            f"snd_path {self.recordings}\n"
+            "module_path /usr/lib/baresip/modules\n"
+            "module stdio.so\nmodule g711.so\nmodule aufile.so\nmodule aubridge.so\n"
+            "module sndfile.so\nmodule_app account.so\nmodule_app menu.so\n"
+        )
+        self.log_path = folder / "baresip.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def dial(self, uri: str = AGENT) -> None:
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(
+                ["baresip", "-f", str(self.folder), "-e", f"/dial {uri}", "-t", "120"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_bytes().decode("utf-8", "replace")
+
+    def wait_for(self, text: str, timeout_s: float) -> bool:
+        return wait_until(lambda: text in self.log, timeout_s)
+
+    def hang_up(self) -> None:
+        """SIGTERM: baresip hangs up (a BYE) and quits."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGTERM)
+        self._process.wait(10)
+
+    def quit(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+    def seen(self) -> dict[str, Any]:
+        heard = sorted(self.recordings.glob("*-dec.wav"))
+        sent = sorted(self.recordings.glob("*-enc.wav"))
+        return {
+            "log": self.log[-4000:],
+            "heard": str(heard[-1]) if heard else "",
+            "sent": str(sent[-1]) if sent else "",
+        }
+
+
+def wait_until(predicate: Any, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def records(log_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Each conversation's events.jsonl, by session id."""
+    return {
+        path.parent.name: [json.loads(line) for line in path.read_text().splitlines() if line]
+        for path in sorted(log_dir.glob("*/events.jsonl"))
+    }
+
+
+def answered(log_dir: Path) -> str | None:
+    """The session id of the conversation whose agent has answered a user turn to the end."""
+    for session_id, events in records(log_dir).items():
+        kinds = [e["type"] for e in events]
+        if "user_turn" in kinds and any(
+            e["type"] == "agent_reply" and not e["interrupted"]
+            for e in events[kinds.index("user_turn") :]
+        ):
+            return session_id
+    return None
+
+
+def replying(log_dir: Path, other_than: str | None) -> bool:
+    """A new conversation's agent has started speaking after a user turn."""
+    for session_id, events in records(log_dir).items():
+        if session_id == other_than:
+            continue
+        turn = next((i for i, e in enumerate(events) if e["type"] == "user_turn"), None)
+        if turn is not None and any(
+            e["type"] == "state" and e.get("agent") == "speaking" for e in events[turn:]
+        ):
+            return True
+    return False
+
+
+def status() -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{WEB_PORT}/status", timeout=5) as response:
+        result: dict[str, Any] = json.loads(response.read())
+        return result
+
+
+def main(out_dir: Path) -> None:
+    result: dict[str, Any] = {}
+    jfk = microphone_wav(SHARED_AUDIO / "jfk.flac", out_dir / "jfk-8k.wav")
+    broker = Broker(out_dir)
+    broker.start()
+    with (out_dir / "server.log").open("w") as server_log:
+        server = start_serve(
+            "--profile", "call", "--sip", f"{HOST}:{SIP_PORT}", "--sip-allow", f"{HOST}/32",
+            "--port", str(WEB_PORT), "--max-sessions", "1", "--log-dir", str(out_dir / "logs"),
+            "--mqtt", broker.url, "--device-id", "phone", stderr=server_log,
+        )  # fmt: skip
+        phones = [Phone(out_dir / f"phone{i}", jfk, 5080 + 10 * i) for i in range(3)]
+        try:
+            # 1: the agent greets, answers, and ends the call itself (as end_conversation does)
+            first = phones[0]
+            first.dial()
+            first.wait_for("Call established", 20)
+            done = wait_until(lambda: answered(out_dir / "logs") is not None, CALL_TIMEOUT_S)
+            result["first_answered"] = done
+            # 2: a second caller while the one place is taken hears busy
+            busy = phones[1]
+            busy.dial()
+            result["busy_refused"] = busy.wait_for("486 Busy Here", 15)
+            busy.quit()
+            session_id = result["first_session"] = answered(out_dir / "logs")
+            publish.single(
+                f"voice-agent/phone-{session_id}/cmd/end",
+                "{}",
+                hostname="127.0.0.1",
+                port=broker.port,
+                qos=1,
+            )
+            result["first_hung_up_by_agent"] = first.wait_for("terminated", 15)
+            first.quit()
+            result["after_first"] = wait_until(lambda: status()["sessions"] == 0, 15)
+            # 3: a caller who hangs up while the agent replies frees the session
+            dropping = phones[2]
+            dropping.dial()
+            result["second_replying"] = wait_until(
+                lambda: replying(out_dir / "logs", other_than=session_id), CALL_TIMEOUT_S
+            )
+            dropping.hang_up()
+            result["after_drop"] = wait_until(
+                lambda: (s := status())["sessions"] == 0 and s["sessions_in_memory"] == 0, 20
+            )
+            result["status"] = status()
+        finally:
+            for phone in phones:
+                phone.quit()
+            server.send_signal(signal.SIGTERM)
+            result["server_exit"] = server.wait(30)
+            broker.stop()
+        result["phones"] = [phone.seen() for phone in phones]
+        result["records"] = records(out_dir / "logs")
+    (out_dir / "result.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

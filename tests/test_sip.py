@@ -1,0 +1,135 @@
+"""``voice-agent serve --sip``: phones call the agent over SIP, G.711, one session per call.
+
+The calls are real: Debian's baresip dials the real server with a recording from shared/audio
+as its microphone and records what it hears, in a network namespace of their own
+(tests/sip_calls.py). One run of that script serves every test here that needs a phone: the
+server takes one call at a time (``--max-sessions 1``) on the ``call`` profile.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.engines.lite.stt import FasterWhisperSTT
+from agent.transports.sip import SipConfigError, SipOptions
+from audio.decode import load_audio
+
+from .conftest import isolated
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def calls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    if shutil.which("baresip") is None:
+        pytest.fail("Debian's baresip is missing: .ci/setup installs it")
+    out = tmp_path_factory.mktemp("sip-calls")
+    run = subprocess.run(
+        isolated(f"{sys.executable} tests/sip_calls.py {out}"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    server_log = (out / "server.log").read_text() if (out / "server.log").exists() else ""
+    assert (out / "result.json").exists(), run.stdout + run.stderr + server_log
+    result: dict[str, Any] = json.loads((out / "result.json").read_text())
+    result["problem"] = "" if run.returncode == 0 else run.stderr[-3000:] + server_log[-3000:]
+    return result
+
+
+def heard(phone: dict[str, Any], reply: dict[str, Any]) -> set[str]:
+    """The words the phone's loudspeaker said while the agent spoke ``reply``, by the bundled
+    recognizer (the recording starts with the call, as the session's clock does)."""
+    assert phone["heard"], phone["log"]
+    clip = load_audio(phone["heard"], 16000)[
+        int(max(0.0, reply["start"] - 0.5) * 16000) : int((reply["t"] + 0.8) * 16000)
+    ]
+    return words(FasterWhisperSTT().transcribe(clip).text)
+
+
+def words(text: str) -> set[str]:
+    return {w.strip(".,!?;:").lower() for w in text.split()}
+
+
+def conversations(calls: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """Each call's events, in the order the calls came."""
+    first = calls["first_session"]
+    return [calls["records"][first]] + [e for s, e in calls["records"].items() if s != first]
+
+
+def test_a_caller_hears_the_greeting_then_an_answer_to_what_they_said(calls):
+    assert not calls["problem"], calls["problem"]
+    assert calls["first_answered"], calls["phones"][0]["log"]
+    events = conversations(calls)[0]
+    turns = [e for e in events if e["type"] == "user_turn"]
+    said = " ".join(t["transcript"] for t in turns).lower()
+    assert "fellow americans" in said and "your country" in said, said
+    replies = [e for e in events if e["type"] == "agent_reply"]
+    assert replies[0]["text"] == "Hello, thanks for calling. How can I help?", "greeted first"
+    assert replies[0]["start"] < turns[0]["start"]
+    assert not replies[0]["interrupted"]
+    answer = next(r for r in replies if r["start"] > turns[0]["end"] and not r["interrupted"])
+    greeting = heard(calls["phones"][0], replies[0])
+    assert {"calling", "help"} <= greeting, f"the greeting was not heard: {greeting}"
+    said = heard(calls["phones"][0], answer)
+    assert len(said & words(answer["text"])) >= 2, f"{answer['text']!r} was not heard: {said}"
+
+
+def test_the_agent_ending_the_conversation_hangs_up_the_call(calls):
+    assert calls["first_hung_up_by_agent"]
+    log = calls["phones"][0]["log"]
+    assert "Connection reset by peer" in log, "baresip's words for a BYE from the other side"
+    assert calls["after_first"], "the session ended with the call"
+
+
+def test_a_call_while_every_place_is_taken_hears_busy(calls):
+    assert calls["busy_refused"], calls["phones"][1]["log"]
+    assert len(calls["records"]) == 2, "the busy call started no conversation"
+
+
+def test_a_caller_hanging_up_mid_reply_frees_the_session(calls):
+    assert calls["second_replying"], calls["phones"][2]["log"]
+    assert calls["after_drop"], calls["status"]
+    events = conversations(calls)[1]
+    assert events[-1]["type"] == "summary"
+    assert any(e["type"] == "agent_reply" and e["interrupted"] for e in events)
+
+
+def test_every_call_leaves_a_complete_event_log_and_the_server_stops_cleanly(calls):
+    for events in conversations(calls):
+        kinds = [e["type"] for e in events]
+        assert kinds[-1] == "summary" and kinds.count("summary") == 1
+        assert {"state", "agent_reply", "user_turn"} <= set(kinds)
+        assert all(e["language"] == "en" for e in events if e["type"] == "user_turn")
+    assert calls["server_exit"] == 0
+
+
+@pytest.mark.parametrize(
+    ("address", "allow", "message"),
+    [
+        ("0.0.0.0:5060", [], "give the address callers reach, not 0.0.0.0"),
+        ("phone:5060", [], "give the address callers reach and a port"),
+        ("127.0.0.1:70000", [], "the port must be between 1 and 65535"),
+        ("192.0.2.7:5060", [], "needs --sip-allow"),
+        ("192.0.2.7:5060", ["not-a-net"], "--sip-allow not-a-net"),
+    ],
+)
+def test_an_address_that_cannot_take_calls_safely_is_refused(address, allow, message):
+    with pytest.raises(SipConfigError, match=message):
+        SipOptions.parse(address, allow)
+
+
+def test_only_the_allowed_networks_may_call():
+    options = SipOptions.parse("192.0.2.7:5060", ["198.51.100.0/24", "203.0.113.5"])
+    assert options.admits("198.51.100.77") and options.admits("203.0.113.5")
+    assert not options.admits("203.0.113.6") and not options.admits("127.0.0.1")
+    assert SipOptions.parse("127.0.0.1:5060", []).admits("127.0.0.1")
+    assert not SipOptions.parse("127.0.0.1:5060", []).admits("10.0.0.1")
