@@ -25,6 +25,7 @@ from livekit.agents.voice.events import (
 from livekit.agents.voice.io import PlaybackStartedEvent
 
 from audio.file_io import Timeline
+from audio.tts import Pyttsx3TTS
 
 from .context import ContextMeter, Trim, meter_of
 
@@ -81,6 +82,7 @@ class EventLog:
         self._reply_started_at: float | None = None  # wall clock of the latest first frame
         self._details: ItemDetails | None = None
         self._meter: ContextMeter | None = None
+        self._voice: Pyttsx3TTS | None = None
         self._held_turn: tuple[str, dict[str, Any]] | None = None
         self._language: str | None = None
         """The language the recognizer heard the latest turn in, when it tells."""
@@ -97,6 +99,7 @@ class EventLog:
     def attach(self, session: AgentSession, speaker: io.AudioOutput) -> None:
         self._details = session.llm if isinstance(session.llm, ItemDetails) else None
         self._meter = meter_of(session.llm)
+        self._voice = session.tts if isinstance(session.tts, Pyttsx3TTS) else None
         if self._meter is not None:
             self._meter.on("context_trimmed", self._on_trim)
             self._meter.on("turn_measured", self._on_turn_measured)
@@ -196,6 +199,7 @@ class EventLog:
             if value is not None:
                 self.metrics[name].append(value)
         self._eou_delay = self._e2e = None  # a tool follow-up is not a second answer
+        text = item.text_content or ""
         self.write(
             "agent_reply",
             start=_rounded(
@@ -203,7 +207,8 @@ class EventLog:
                 if self._reply_started_at is None
                 else self._timeline.at(self._reply_started_at)
             ),
-            text=item.text_content or "",
+            text=text,
+            **({"language": self._voice.language_of(text)} if self._voice and text else {}),
             interrupted=item.interrupted,
             metrics={name: _rounded(value) for name, value in values.items()},
             **({} if self._meter is None else {"context_tokens": self._meter.latest}),

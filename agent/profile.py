@@ -49,6 +49,9 @@ class InterruptionSettings(_Section):
 class VoiceSettings(_Section):
     language: str = "en"
     rate: int = Field(175, ge=80, le=450)
+    languages: list[str] = []
+    """Languages the voice may switch to: each reply is spoken in its own language, told
+    from its text ([] = always ``language``)."""
 
 
 class LiteEngineSettings(_Section):

@@ -12,7 +12,7 @@ from typing import Any
 
 from livekit import rtc
 from livekit.agents import Agent, AgentSession, TurnHandlingOptions, llm
-from livekit.agents.voice.events import AgentEvent, EventTypes
+from livekit.agents.voice.events import AgentEvent, EventTypes, UserInputTranscribedEvent
 
 from audio import Pyttsx3Options, Pyttsx3TTS, WebRTCVAD, WebRTCVADOptions
 from audio.turn import SmartTurnDetector, SmartTurnModel
@@ -36,6 +36,17 @@ def bridge_for(profile: Profile, *, device_id: str = "") -> MqttBridge | None:
         profile.mqtt.url, device_id or profile.mqtt.device_id, profile.mqtt.prefix
     )
     return MqttBridge(settings)
+
+
+def _voice_options(profile: Profile) -> Pyttsx3Options:
+    voice = profile.voice
+    return Pyttsx3Options(voice.language, voice.rate, languages=tuple(voice.languages))
+
+
+def _heard(voice: Pyttsx3TTS, event: UserInputTranscribedEvent) -> None:
+    """A reply too short to tell its language is spoken in the caller's."""
+    if event.is_final and event.language:
+        voice.hear(str(event.language))
 
 
 class ConversationSession(AgentSession[AgentServices]):
@@ -81,9 +92,11 @@ class SessionFactory:
         except LookupError as e:
             raise ProfileError(f"profile {profile.name!r}: {e.args[0]}") from None
         try:
-            await Pyttsx3TTS(Pyttsx3Options(language=profile.voice.language)).voice()
+            voice = Pyttsx3TTS(_voice_options(profile))  # the language identifier loads once
+            for language in [profile.voice.language, *profile.voice.languages]:
+                await voice.voice(language)
         except ValueError as e:
-            raise ProfileError(f"profile {profile.name!r}: {e}") from None
+            raise ProfileError(f"profile {profile.name!r}: voice: {e}") from None
         turn_model = None
         if profile.endpointing.turn_detector == "smart-turn":
             turn_model = await off_the_loop(lambda: SmartTurnModel(bundled_smart_turn()))
@@ -96,12 +109,11 @@ class SessionFactory:
         """A new conversation; device tools act through ``bridge``."""
         profile = self.profile
         devices = DeviceGateway(bridge, profile.devices) if bridge is not None else None
+        voice = Pyttsx3TTS(_voice_options(profile))
         session = ConversationSession(
             userdata=AgentServices(devices=devices),
             vad=WebRTCVAD(WebRTCVADOptions(**profile.vad.model_dump())),
-            tts=Pyttsx3TTS(
-                Pyttsx3Options(language=profile.voice.language, rate=profile.voice.rate)
-            ),
+            tts=voice,
             turn_handling=TurnHandlingOptions(
                 turn_detection=SmartTurnDetector(self.turn_model) if self.turn_model else "vad",
                 endpointing={
@@ -123,6 +135,7 @@ class SessionFactory:
             frame_sampler=FrameSampler(vision_options(profile)),
             **self.engine.plugins(),
         )
+        session.on("user_input_transcribed", lambda e: _heard(voice, e))
         return session, Agent(instructions=self.instructions, tools=self.tools)
 
     async def aclose(self) -> None:

@@ -16,7 +16,11 @@ import soundfile as sf
 from livekit.agents import APIConnectOptions, APIError, tts
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 
+from .language import TextLanguage, base_language
+
 ESPEAK_SAMPLE_RATE = 22050  # what pyttsx3's espeak driver writes
+VOICE_ALIASES = {"zh": "cmn"}
+"""What the recognizer and the identifier call Chinese is Mandarin, espeak-ng's ``cmn``."""
 EMPTY_RESULT_RETRIES = 3
 WAV_HEADER_BYTES = 44
 
@@ -32,6 +36,9 @@ class Pyttsx3Options:
     rate: int = 175
     """Words per minute."""
     volume: float = 1.0
+    languages: tuple[str, ...] = ()
+    """Languages the voice may switch to, each text spoken in its own (``language`` when the
+    text does not tell: the caller's latest, told by ``hear``, or else ``language``)."""
 
 
 class _EspeakWorker:
@@ -64,6 +71,7 @@ class _EspeakWorker:
 
     def _voice_for(self, language: str) -> str:
         code = language.lower().replace("_", "-")
+        code = VOICE_ALIASES.get(code, code)
         voices = self._ensure_engine().getProperty("voices")
         for matches in (
             lambda v: v.id.endswith("/" + code),
@@ -114,7 +122,10 @@ class Pyttsx3TTS(tts.TTS):
         )
         self._opts = options or Pyttsx3Options()
         self._worker = _EspeakWorker.shared()
-        self._voice: str | None = None
+        self._voices: dict[str, str] = {}
+        """Voice ids by language, as found."""
+        self._text_language = TextLanguage(self._opts.languages) if self._opts.languages else None
+        self._caller: str | None = None
 
     @property
     def model(self) -> str:
@@ -128,19 +139,34 @@ class Pyttsx3TTS(tts.TTS):
     def options(self) -> Pyttsx3Options:
         return self._opts
 
-    async def voice(self) -> str:
-        """The espeak-ng voice id for the configured language; raises ValueError if none."""
-        if self._voice is None:
-            self._voice = await self._worker.voice_for(self._opts.language)
-        return self._voice
+    async def voice(self, language: str = "") -> str:
+        """The espeak-ng voice id for ``language`` (the configured one by default); raises
+        ValueError if none."""
+        language = language or self._opts.language
+        if language not in self._voices:
+            self._voices[language] = await self._worker.voice_for(language)
+        return self._voices[language]
 
     async def switch_language(self, language: str) -> str:
         """Speak ``language`` from now on, and return its voice; raises ValueError, changing
         nothing, if espeak-ng has none (the voice is found before anything is replaced)."""
-        voice = await self._worker.voice_for(language)
+        voice = await self.voice(language)
         self._opts = replace(self._opts, language=language)
-        self._voice = voice
         return voice
+
+    def hear(self, language: str) -> None:
+        """The caller's latest language (as the recognizer heard it): what a reply that does
+        not tell its own is spoken in, if the voice may take it."""
+        if self._text_language is not None:
+            code = base_language(language)
+            if code in self._text_language.languages:
+                self._caller = code
+
+    def language_of(self, text: str) -> str:
+        """The language ``text`` is spoken in."""
+        if self._text_language is None:
+            return self._opts.language
+        return self._text_language.of(text) or self._caller or self._opts.language
 
     def synthesize(
         self, text: str, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
@@ -148,7 +174,8 @@ class Pyttsx3TTS(tts.TTS):
         return Pyttsx3ChunkedStream(tts=self, input_text=text, conn_options=conn_options)
 
     async def _render(self, text: str) -> np.ndarray:
-        return await self._worker.synthesize(text, await self.voice(), self._opts)
+        voice = await self.voice(self.language_of(text))
+        return await self._worker.synthesize(text, voice, self._opts)
 
 
 class Pyttsx3ChunkedStream(tts.ChunkedStream):

@@ -8,10 +8,12 @@ import re
 import jiwer
 import numpy as np
 import pytest
+import soundfile as sf
 from livekit.agents.stt import SpeechEventType
 
 from agent.engines.lite.stt import FasterWhisperOptions, FasterWhisperSTT
 from agent.models import ModelNotFoundError
+from agent.profile import load_profile
 from audio import load_audio
 from audio.pcm import samples_to_frame
 from audio.segmenter import speech_bounds
@@ -133,14 +135,13 @@ def test_an_english_only_model_cannot_be_asked_to_tell_languages_apart():
         FasterWhisperSTT(FasterWhisperOptions(language="")).load()
 
 
-def test_a_turn_is_logged_with_the_language_it_was_heard_in(tmp_path):
-    profile = tmp_path / "polyglot.toml"
-    profile.write_text(
-        'name = "polyglot"\nprompt = "desktop"\n[lite]\nstt_model = "base"\nstt_language = ""\n'
-    )
+def test_the_call_profile_logs_each_turns_language_and_each_replys(tmp_path):
+    """The caller speaks after the greeting (what is said over it is not heard)."""
+    speech = load_audio(SHARED_AUDIO / "dictee_fr.aiff", 16000)
+    sf.write(tmp_path / "call.wav", np.concatenate([np.zeros(4 * 16000, np.int16), speech]), 16000)
     result = voice_agent(
-        "run-file", str(SHARED_AUDIO / "dictee_fr.aiff"), "--out", str(tmp_path / "out"),
-        "-q", "--profile", str(profile),
+        "run-file", str(tmp_path / "call.wav"), "--out", str(tmp_path / "out"),
+        "-q", "--profile", "call",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     records = [
@@ -148,3 +149,6 @@ def test_a_turn_is_logged_with_the_language_it_was_heard_in(tmp_path):
     ]
     turns = [r for r in records if r["type"] == "user_turn"]
     assert turns and all(t["language"] == "fr" for t in turns), turns
+    greeting, *replies = [r for r in records if r["type"] == "agent_reply"]
+    assert greeting["language"] == "en"
+    assert replies and all(r["language"] in load_profile("call").voice.languages for r in replies)

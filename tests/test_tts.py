@@ -43,3 +43,45 @@ async def test_rate_changes_the_pace():
 async def test_an_unknown_language_is_refused_by_name():
     with pytest.raises(ValueError, match="xx-yy"):
         await Pyttsx3TTS(Pyttsx3Options(language="xx-yy")).voice()
+
+
+REPLIES = {
+    "de": ("Es ist zehn nach drei.", "gmw/de"),
+    "fr": ("Bien sûr, je peux vous aider.", "roa/fr"),
+    "es": ("Claro, puedo ayudarte con eso.", "roa/es"),
+    "zh": ("当然，我可以帮你。", "sit/cmn"),
+}
+
+
+@pytest.mark.parametrize("language", sorted(REPLIES))
+async def test_a_voice_that_follows_speaks_each_reply_in_its_own_languages_voice(language):
+    follow = Pyttsx3TTS(Pyttsx3Options(language="en", languages=("en", "de", "fr", "es", "zh")))
+    text, voice = REPLIES[language]
+    assert follow.language_of(text) == language
+    assert await follow.voice(language) == voice
+    spoken = await follow.synthesize(text).collect()
+    fixed = await Pyttsx3TTS(Pyttsx3Options(language=language)).synthesize(text).collect()
+    assert abs(spoken.duration - fixed.duration) < 0.05 * fixed.duration, "spoken alike"
+
+
+def test_a_reply_too_short_to_tell_is_spoken_in_the_callers_latest_language():
+    follow = Pyttsx3TTS(Pyttsx3Options(language="en", languages=("en", "de", "fr")))
+    assert follow.language_of("OK.") == "en", "nobody heard yet: the profile's language"
+    follow.hear("de")
+    assert follow.language_of("OK.") == "de"
+    follow.hear("fr-FR")
+    assert follow.language_of("OK.") == "fr", "the caller switched: the next reply follows"
+    follow.hear("ru")
+    assert follow.language_of("OK.") == "fr", "a language the voice may not take is ignored"
+    assert follow.language_of("It is ten past three.") == "en", "a clear text tells its own"
+
+
+def test_a_voice_that_does_not_follow_keeps_its_language():
+    fixed = Pyttsx3TTS(Pyttsx3Options(language="de"))
+    fixed.hear("fr")
+    assert fixed.language_of("Il est trois heures dix.") == "de"
+
+
+def test_languages_the_identifier_does_not_know_are_refused_by_name():
+    with pytest.raises(ValueError, match="xx"):
+        Pyttsx3TTS(Pyttsx3Options(languages=("en", "xx")))
