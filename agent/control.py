@@ -20,13 +20,14 @@ from livekit.agents.voice.events import (
 )
 
 from audio import Pyttsx3TTS
+from tools.call import NOT_A_CALL, TRANSFER_NOTICE
 from tools.commands import Command
 from tools.mqtt import MqttBridge
 from tools.services import AgentServices
 
 from .context import Trim, meter_of
 from .events import tool_calls
-from .profile import Profile
+from .profile import CallSettings, Profile
 from .session import ConversationSession, SessionFactory, bridge_for
 
 logger = logging.getLogger("voice_agent")
@@ -85,7 +86,10 @@ class ControlledSession:
     ) -> ControlledSession:
         """A new conversation over ``factory``'s models; ``bridge`` must already be started."""
         session, agent = factory.session(bridge=bridge)
-        control = SessionControl(session, agent, bridge, greeting=factory.profile.greeting)
+        profile = factory.profile
+        control = SessionControl(
+            session, agent, bridge, greeting=profile.greeting, call=profile.call
+        )
         return cls(session, agent, control, bridge, factory=factory if owns_factory else None)
 
     async def aclose(self, *, drain_s: float = 3.0) -> None:
@@ -116,9 +120,11 @@ class SessionControl:
         bridge: MqttBridge | None,
         *,
         greeting: str = "",
+        call: CallSettings | None = None,
     ) -> None:
         self._session = session
         self._greeting = greeting
+        self._call = call or CallSettings()
         self._agent = agent
         self._bridge = bridge
         self._instructions = agent.instructions
@@ -143,6 +149,8 @@ class SessionControl:
         (commands that came earlier have waited in the bridge)."""
         if self._greeting:
             self._tasks.append(asyncio.create_task(self._greet(greet_after), name="greeting"))
+        if self._call.max_s:
+            self._tasks.append(asyncio.create_task(self._limit(self._call.max_s), name="limit"))
         self._tasks.append(asyncio.create_task(self._speak(), name="announcements"))
         if self._bridge is not None:
             self._tasks.append(asyncio.create_task(self._obey(self._bridge), name="mqtt-commands"))
@@ -171,6 +179,11 @@ class SessionControl:
             await self._switch_language(command.argument)
         elif command.name == "end":
             session.shutdown(drain=True)
+        elif command.name == "transfer":
+            if session.userdata.phone is None:
+                raise ValueError(NOT_A_CALL)
+            session.userdata.phone.transfer()
+            await self.announce(TRANSFER_NOTICE)
 
     async def aclose(self) -> None:
         for task in self._tasks:
@@ -191,6 +204,17 @@ class SessionControl:
         self._says.appendleft((self._greeting, "greeting"))
         self._say_added.set()
 
+    async def _limit(self, max_s: float) -> None:
+        """At the conversation's time limit: the goodbye, heard whole, then the end (a phone
+        call hangs up)."""
+        await asyncio.sleep(max_s)
+        logger.info("the conversation reached its limit of %g s", max_s)
+        try:
+            await self._session.say(self._call.goodbye, allow_interruptions=False)
+        except RuntimeError:  # the session is closing anyway
+            return
+        self._session.shutdown(drain=True)
+
     async def _obey(self, bridge: MqttBridge) -> None:
         while True:
             command = await bridge.next_command()
@@ -208,11 +232,11 @@ class SessionControl:
                 continue
             text, origin = self._says.popleft()
             self._current = _Announcement(origin)
-            greeting = origin == "greeting"  # first, and heard whole: the caller may say "hello"
-            if not greeting:
+            whole = origin == "greeting"  # first, and heard whole: the caller may say "hello"
+            if not whole:
                 await self._user_quiet.wait()
             try:
-                self._current.handle = self._session.say(text, allow_interruptions=not greeting)
+                self._current.handle = self._session.say(text, allow_interruptions=not whole)
             except RuntimeError as e:  # the session is closing
                 self.report_dropped(origin, f"dropped: {e}")
             else:

@@ -116,6 +116,15 @@ class VisionSettings(_Section):
     """A camera that cannot be opened: refuse to start, or go on by voice alone."""
 
 
+class CallSettings(_Section):
+    max_s: float = Field(0, ge=0, le=24 * 3600)
+    """A conversation's longest: then ``goodbye`` is said and the call hung up (0 = none)."""
+    goodbye: str = "I have to end the call now. Goodbye."
+    transfer_to: str = ""
+    """Where ``transfer_call`` sends a phone caller: a SIP URI, or a number dialled at the
+    host the call came from ("" = no transfers)."""
+
+
 class MqttSection(_Section):
     enabled: bool = False
     url: str = "mqtt://127.0.0.1:1883"
@@ -143,6 +152,7 @@ class Profile(_Section):
     phi4mm: Phi4MMSettings = Phi4MMSettings()
     context: ContextSettings = ContextSettings()
     vision: VisionSettings = VisionSettings()
+    call: CallSettings = CallSettings()
     mqtt: MqttSection = MqttSection()
     devices: dict[str, str] = {}
     """Device name → MQTT topic: the only devices the device tools may touch."""

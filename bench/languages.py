@@ -8,6 +8,10 @@ tiny.en (English only), same run. Clips: dictee_fr.aiff and zh.flac whole (their
 transcripts are known: word error rate for French, character error rate for Chinese), jfk.flac
 as the English control, and the utterances of speech60_de/es/ru.wav as the VAD cuts them (no
 reference: the share heard in the right language). Times are the median of ``--repeats`` runs.
+
+Then the voice's side: which language each of 26 short replies in Phi-4-multimodal's eight
+speech languages is told to be (py3langid among the call profile's languages), and what the
+ones too short to tell are left to (the caller's language).
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agent.engines.lite.stt import FasterWhisperOptions, FasterWhisperSTT  # noqa: E402
+from agent.profile import load_profile  # noqa: E402
 from audio import load_audio  # noqa: E402
+from audio.language import TextLanguage  # noqa: E402
 from audio.segmenter import speech_bounds  # noqa: E402
 from bench.stt import timed  # noqa: E402
 from tests.conftest import SHARED_AUDIO  # noqa: E402
@@ -43,6 +49,18 @@ REFERENCES = {
 }
 UTTERANCES = {"speech60_de.wav": "de", "speech60_es.wav": "es", "speech60_ru.wav": "ru"}
 DIGITS_FR = {"1": "un", "2": "deux", "3": "trois"}
+REPLIES = {
+    "en": ["Sure, I can help you with that.", "It is ten past three.", "OK.", "Goodbye!",
+           "Hello, thanks for calling. How can I help?"],
+    "de": ["Es ist zehn nach drei.", "Natürlich, dabei kann ich Ihnen helfen.",
+           "Auf Wiedersehen!", "Ja."],
+    "fr": ["Il est trois heures dix.", "Bien sûr, je peux vous aider.", "Au revoir !", "Oui."],
+    "es": ["Son las tres y diez.", "Claro, puedo ayudarte con eso.", "¡Adiós!", "Sí."],
+    "zh": ["现在是三点十分。", "当然，我可以帮你。", "再见！"],
+    "it": ["Sono le tre e dieci.", "Certo, posso aiutarti."],
+    "pt": ["São três e dez.", "Claro, posso ajudar você com isso."],
+    "ja": ["三時十分です。", "もちろん、お手伝いできます。"],
+}  # fmt: skip
 
 
 def normalised(text: str, language: str) -> str:
@@ -57,6 +75,26 @@ def error_rate(reference: str, heard: str, language: str) -> float:
     if language == "zh":
         return float(jiwer.cer(truth, said))
     return float(jiwer.wer(truth, said))
+
+
+def replies(repeats: int) -> dict[str, Any]:
+    """Each reply's language as the voice tells it; None: too short to tell."""
+    told = TextLanguage(tuple(load_profile("call").voice.languages))
+    rows = []
+    for language, sentences in REPLIES.items():
+        for text in sentences:
+            found, seconds = timed(told.of, text, repeats)
+            rows.append({"text": text, "language": language, "told": found, "s": seconds})
+            print(f"reply {language}: told {found or '(unclear)'} {text!r}", flush=True)
+    summary = {
+        "replies": len(rows),
+        "right": sum(r["told"] == r["language"] for r in rows),
+        "wrong": sum(r["told"] not in (None, r["language"]) for r in rows),
+        "unclear": [r["text"] for r in rows if r["told"] is None],
+        "median_ms": round(statistics.median(r["s"] for r in rows) * 1000, 3),
+    }
+    print(json.dumps(summary, ensure_ascii=False))
+    return {"summary": summary, "rows": rows}
 
 
 def main() -> None:
@@ -105,6 +143,7 @@ def main() -> None:
             f"median {row['median_s']:.3f} s",
             flush=True,
         )
+    report["replies"] = replies(args.repeats)
     clips = report["clips"].values()
     report["total"] = {
         "base_vs_tiny_en_time": round(

@@ -31,6 +31,7 @@ from audio import load_audio  # noqa: E402
 from audio.segmenter import speech_bounds  # noqa: E402
 from tests.conftest import SHARED_AUDIO  # noqa: E402
 
+A = TypeVar("A")
 T = TypeVar("T")
 RATE = 16000
 REFERENCES = {
@@ -56,14 +57,12 @@ def clips() -> list[tuple[str, np.ndarray]]:
     return found
 
 
-def timed(
-    transcribe: Callable[[np.ndarray], T], samples: np.ndarray, repeats: int
-) -> tuple[T, float]:
-    """What ``transcribe`` made of ``samples``, and the median of its times."""
+def timed(work: Callable[[A], T], given: A, repeats: int) -> tuple[T, float]:
+    """What ``work`` made of ``given``, and the median of its times."""
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        heard = transcribe(samples)
+        heard = work(given)
         times.append(time.perf_counter() - started)
     return heard, statistics.median(times)
 

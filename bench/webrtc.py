@@ -50,6 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agent.control import ControlledSession  # noqa: E402
+from agent.conversations import ConversationPool  # noqa: E402
 from agent.profile import load_profile  # noqa: E402
 from agent.serve import ServeOptions, VoiceServer  # noqa: E402
 from agent.session import SessionFactory  # noqa: E402
@@ -76,7 +77,7 @@ async def question() -> tuple[np.ndarray, float]:
 def last_voiced(samples: np.ndarray, rate: int) -> int:
     """The end of the last 10 ms window above the voiced level."""
     window = rate // 100
-    levels = [_dbfs(samples[i : i + window]) for i in range(0, len(samples), window)]
+    levels = [dbfs(samples[i : i + window]) for i in range(0, len(samples), window)]
     voiced = [i for i, level in enumerate(levels) if level > VOICED_DBFS]
     return (voiced[-1] + 1) * window if voiced else 0
 
@@ -84,12 +85,12 @@ def last_voiced(samples: np.ndarray, rate: int) -> int:
 def first_voiced(samples: np.ndarray, rate: int, after: int) -> int | None:
     window = rate // 100
     for start in range(after, len(samples), window):
-        if _dbfs(samples[start : start + window]) > VOICED_DBFS:
+        if dbfs(samples[start : start + window]) > VOICED_DBFS:
             return start
     return None
 
 
-def _dbfs(samples: np.ndarray) -> float:
+def dbfs(samples: np.ndarray) -> float:
     rms = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) if len(samples) else 0.0
     return 20 * np.log10(max(rms, 1e-9) / 32768)
 
@@ -165,7 +166,7 @@ async def webrtc_call(url: str, samples: np.ndarray, speech_end: float) -> tuple
                 now = time.monotonic()
                 pcm = frame.to_ndarray().reshape(-1)
                 due = mic.started is not None and now > mic.started + speech_end
-                if due and _dbfs(pcm) > VOICED_DBFS:
+                if due and dbfs(pcm) > VOICED_DBFS:
                     origin = next(iter(arrivals))
                     arrived = arrivals.get((origin + (frame.pts or 0)) % 2**32, now)
                     start = (mic.started or now) + speech_end
@@ -207,7 +208,8 @@ async def measure(
     rounds: int, concurrency: list[int]
 ) -> tuple[dict[str, list[float]], list[float]]:
     factory = await SessionFactory.load(load_profile("desktop"))
-    server = VoiceServer(factory, ServeOptions(max_sessions=max(concurrency)))
+    pool = ConversationPool(max(concurrency))
+    server = VoiceServer(factory, ServeOptions(max_sessions=pool.max_sessions), pool)
     runner = web.AppRunner(server.app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -228,12 +230,12 @@ async def measure(
                 for arrived, played in await asyncio.gather(*calls):
                     results[f"webrtc x{k} arrived"].append(arrived)
                     results[f"webrtc x{k} played"].append(played)
-                while server.active:  # each call's session ends before the next round
+                while pool.active:  # each call's session ends before the next round
                     await asyncio.sleep(0.1)
             await asyncio.sleep(0.5)  # the finished sessions are collected
             memory.append(round(rss_mb(), 1))
     finally:
-        await server.aclose()
+        await pool.aclose()
         await runner.cleanup()
         await factory.aclose()
     return results, memory

@@ -33,6 +33,8 @@ HOST = "10.250.0.1"
 SIP_PORT = 5070
 WEB_PORT = 8770
 AGENT = f"sip:agent@{HOST}:{SIP_PORT}"
+OPERATOR_PORT = 5200
+OPERATOR = f"sip:operator@{HOST}:{OPERATOR_PORT}"
 RATE = 8000
 GREETING_S = 5.0
 """Silence before the caller speaks: the greeting is heard whole first."""
@@ -51,11 +53,17 @@ def microphone_wav(source: Path, out: Path, *, tail_s: float = 40.0) -> Path:
 class Phone:
     """One baresip user agent, calling from its own SIP port."""
 
-    def __init__(self, folder: Path, microphone: Path, port: int) -> None:
+    def __init__(self, folder: Path, microphone: Path, port: int, *, answers: bool = False) -> None:
+        """``answers``: picks up every call (an operator calls are transferred to)."""
         self.folder = folder
         self.recordings = folder / "heard"
         self.recordings.mkdir(parents=True, exist_ok=True)
-        (folder / "accounts").write_text(f"<sip:caller{port}@{HOST}>;regint=0\n")
+        account = (
+            f"<sip:operator@{HOST}>;regint=0;answermode=auto"
+            if answers
+            else (f"<sip:phone{port}@{HOST}>;regint=0")
+        )
+        (folder / "accounts").write_text(account + "\n")
         (folder / "config").write_text(
             f"sip_listen {HOST}:{port}\n"
             f"audio_source aufile,{microphone}\n"
@@ -70,9 +78,12 @@ class Phone:
         self._process: subprocess.Popen[bytes] | None = None
 
     def dial(self, uri: str = AGENT) -> None:
+        self.start("-e", f"/dial {uri}")
+
+    def start(self, *args: str) -> None:
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
-                ["baresip", "-f", str(self.folder), "-e", f"/dial {uri}", "-t", "120"],
+                ["baresip", "-f", str(self.folder), *args, "-t", "120"],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -148,6 +159,23 @@ def replying(log_dir: Path, other_than: str | None) -> bool:
     return False
 
 
+def greeted(log_dir: Path, other_than: set[str]) -> str | None:
+    """The session id of a new conversation whose greeting has been said."""
+    for session_id, events in records(log_dir).items():
+        if session_id not in other_than and any(e["type"] == "agent_reply" for e in events):
+            return session_id
+    return None
+
+
+def call_profile(out_dir: Path) -> Path:
+    """The built-in call profile, transferring to the operator's phone."""
+    text = (REPO / "agent/profiles/call.toml").read_text()
+    assert 'transfer_to = ""' in text
+    path = out_dir / "call.toml"
+    path.write_text(text.replace('transfer_to = ""', f'transfer_to = "{OPERATOR}"'))
+    return path
+
+
 def status() -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{WEB_PORT}/status", timeout=5) as response:
         result: dict[str, Any] = json.loads(response.read())
@@ -161,11 +189,14 @@ def main(out_dir: Path) -> None:
     broker.start()
     with (out_dir / "server.log").open("w") as server_log:
         server = start_serve(
-            "--profile", "call", "--sip", f"{HOST}:{SIP_PORT}", "--sip-allow", f"{HOST}/32",
+            "--profile", str(call_profile(out_dir)),
+            "--sip", f"{HOST}:{SIP_PORT}", "--sip-allow", f"{HOST}/32",
             "--port", str(WEB_PORT), "--max-sessions", "1", "--log-dir", str(out_dir / "logs"),
             "--mqtt", broker.url, "--device-id", "phone", stderr=server_log,
         )  # fmt: skip
-        phones = [Phone(out_dir / f"phone{i}", jfk, 5080 + 10 * i) for i in range(3)]
+        phones = [Phone(out_dir / f"phone{i}", jfk, 5080 + 10 * i) for i in range(4)]
+        operator = Phone(out_dir / "operator", jfk, OPERATOR_PORT, answers=True)
+        phones.append(operator)
         try:
             # 1: the agent greets, answers, and ends the call itself (as end_conversation does)
             first = phones[0]
@@ -199,6 +230,25 @@ def main(out_dir: Path) -> None:
             result["after_drop"] = wait_until(
                 lambda: (s := status())["sessions"] == 0 and s["sessions_in_memory"] == 0, 20
             )
+            # 4: the caller is handed to a person (MQTT's cmd/transfer; transfer_call does
+            # the same): the agent says so, then REFERs the caller's phone to the operator
+            operator.start()
+            transferred = phones[3]
+            transferred.dial()
+            seen = set(records(out_dir / "logs"))
+            result["fourth_greeted"] = wait_until(
+                lambda: greeted(out_dir / "logs", seen) is not None, 30
+            )
+            fourth = result["fourth_session"] = greeted(out_dir / "logs", seen)
+            publish.single(
+                f"voice-agent/phone-{fourth}/cmd/transfer",
+                "",
+                hostname="127.0.0.1",
+                port=broker.port,
+                qos=1,
+            )
+            result["operator_answered"] = operator.wait_for("Call established", 40)
+            result["after_transfer"] = wait_until(lambda: status()["sessions"] == 0, 20)
             result["status"] = status()
         finally:
             for phone in phones:

@@ -70,6 +70,15 @@ def test_the_webrtc_bench_times_both_transports_on_one_question(tmp_path):
     assert 0 < arrived["median_s"] <= played["median_s"] < 10, "audio plays after it arrives"
 
 
+def test_the_sip_bench_times_a_phone_call_against_run_file_on_one_question(tmp_path):
+    out = tmp_path / "figures.json"
+    command = [sys.executable, "bench/sip.py", "--rounds", "1", "--json", str(out)]
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True, timeout=300)
+    figures = json.loads(out.read_text())
+    assert figures["run-file"]["answered"] == figures["sip"]["answered"] == 1
+    assert 0 < figures["sip"]["median_s"] < 10
+
+
 def test_the_stt_bench_compares_the_short_window_with_the_full_one(tmp_path):
     figures = bench("bench/stt.py", "--repeats", "1", tmp_path=tmp_path)
     assert figures["total"]["clips"] >= 20

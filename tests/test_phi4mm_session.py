@@ -34,10 +34,12 @@ def push(turn: TurnAudio, samples: np.ndarray, rate: int = RATE, frame_ms: int =
         turn.push(samples_to_frame(samples[i : i + step], rate))
 
 
-def test_only_the_speech_of_the_turn_reaches_the_model_resampled_to_16k():
-    speech = load_audio(SHARED_AUDIO / "jfk.flac", RATE)
+@pytest.mark.parametrize("rate", [RATE, 8000])  # 8 kHz: a phone call's G.711
+def test_only_the_speech_of_the_turn_reaches_the_model_resampled_to_16k(rate):
+    speech = load_audio(SHARED_AUDIO / "jfk.flac", rate)
     turn = TurnAudio()
-    push(turn, np.concatenate([np.zeros(2 * RATE, np.int16), speech, np.zeros(3 * RATE, np.int16)]))
+    silence = np.zeros(rate, np.int16)
+    push(turn, np.concatenate([silence, silence, speech, silence, silence, silence]), rate)
     committed = turn.commit()
     assert len(committed.clips) == 1
     seconds = len(committed.clips[0]) / 16000

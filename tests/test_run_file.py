@@ -97,3 +97,19 @@ def test_a_profiles_greeting_is_spoken_before_anything_else(tmp_path):
     assert replies[0]["text"] == "Good morning." and replies[0]["start"] < 0.3
     turns = [e for e in events if e["type"] == "user_turn"]
     assert turns and replies[-1]["start"] > turns[0]["end"], "the user is still answered"
+
+
+def test_a_conversation_at_its_time_limit_says_goodbye_and_ends(tmp_path):
+    profile = tmp_path / "brief.toml"
+    profile.write_text(
+        'name = "brief"\nprompt = "desktop"\n[call]\nmax_s = 4\ngoodbye = "Bye now."\n'
+    )
+    result = voice_agent(
+        "run-file", str(SHARED_AUDIO / "jfk.flac"), "--out", str(tmp_path), "-q",
+        "--profile", str(profile),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    goodbye = [e for e in events if e["type"] == "agent_reply" and e["text"] == "Bye now."]
+    assert goodbye and 4.0 <= goodbye[0]["start"] < 6.0 and not goodbye[0]["interrupted"]
+    assert events[-1]["type"] == "summary" and events[-1]["t"] < 11.0, "ended before the input"

@@ -20,6 +20,7 @@ import pytest
 from agent.engines.lite.stt import FasterWhisperSTT
 from agent.transports.sip import SipConfigError, SipOptions
 from audio.decode import load_audio
+from tools.call import TRANSFER_NOTICE
 
 from .conftest import isolated
 
@@ -61,8 +62,9 @@ def words(text: str) -> set[str]:
 
 def conversations(calls: dict[str, Any]) -> list[list[dict[str, Any]]]:
     """Each call's events, in the order the calls came."""
-    first = calls["first_session"]
-    return [calls["records"][first]] + [e for s, e in calls["records"].items() if s != first]
+    first, fourth = calls["first_session"], calls["fourth_session"]
+    others = [e for s, e in calls["records"].items() if s not in (first, fourth)]
+    return [calls["records"][first], *others, calls["records"][fourth]]
 
 
 def test_a_caller_hears_the_greeting_then_an_answer_to_what_they_said(calls):
@@ -92,7 +94,7 @@ def test_the_agent_ending_the_conversation_hangs_up_the_call(calls):
 
 def test_a_call_while_every_place_is_taken_hears_busy(calls):
     assert calls["busy_refused"], calls["phones"][1]["log"]
-    assert len(calls["records"]) == 2, "the busy call started no conversation"
+    assert len(calls["records"]) == 3, "the busy call started no conversation"
 
 
 def test_a_caller_hanging_up_mid_reply_frees_the_session(calls):
@@ -103,12 +105,27 @@ def test_a_caller_hanging_up_mid_reply_frees_the_session(calls):
     assert any(e["type"] == "agent_reply" and e["interrupted"] for e in events)
 
 
+def test_a_caller_is_handed_to_a_person_after_being_told_so(calls):
+    """MQTT's cmd/transfer (the transfer_call tool does the same): the agent says so, then asks
+    the caller's phone (REFER) to call the profile's transfer_to, and hangs up its own leg."""
+    assert calls["fourth_greeted"], calls["phones"][3]["log"]
+    assert "transferring call" in calls["phones"][3]["log"], "the phone was asked to transfer"
+    assert calls["operator_answered"], calls["phones"][4]["log"]
+    assert calls["after_transfer"], "the agent's side of the call ended"
+    events = calls["records"][calls["fourth_session"]]
+    notice = [e for e in events if e["type"] == "agent_reply" and e["text"] == TRANSFER_NOTICE]
+    assert notice, [e for e in events if e["type"] == "agent_reply"]
+    assert events[-1]["type"] == "summary"
+
+
 def test_every_call_leaves_a_complete_event_log_and_the_server_stops_cleanly(calls):
     for events in conversations(calls):
         kinds = [e["type"] for e in events]
         assert kinds[-1] == "summary" and kinds.count("summary") == 1
-        assert {"state", "agent_reply", "user_turn"} <= set(kinds)
-        assert all(e["language"] == "en" for e in events if e["type"] == "user_turn")
+        assert {"state", "agent_reply"} <= set(kinds), "the greeting, at least"
+        assert all(
+            e["language"] == "en" for e in events if e["type"] in ("user_turn", "agent_reply")
+        )
     assert calls["server_exit"] == 0
 
 

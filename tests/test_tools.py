@@ -10,6 +10,7 @@ from livekit.agents import ToolError, function_tool
 from tests.scripted import ScriptedToolModel, converse, spoken
 from tools import TOOLS, get_time, resolve_tools
 from tools.calculator import calculate, evaluate
+from tools.call import NOT_A_CALL
 from tools.guard import guarded
 from tools.timers import TimerService, spoken_duration
 from tools.units import convert_units
@@ -101,6 +102,7 @@ def test_every_tool_has_a_schema_from_its_signature_and_docstring():
         "get_time", "get_world_time", "calculate", "convert_units", "set_timer", "set_reminder",
         "list_timers",
         "cancel_timer", "set_device", "get_device_state", "end_conversation", "look",
+        "transfer_call",
     }  # fmt: skip
     for tool in TOOLS.values():
         assert tool.info.description, tool.info.name
@@ -156,3 +158,15 @@ async def test_a_tool_outside_the_profile_is_never_offered_nor_run(tmp_path):
     assert all(offered == ["get_time"] for offered in model.offered)
     call = next(e for e in events if e["type"] == "tool_call")
     assert call["is_error"] and "Unknown function: set_device" in call["output"]
+
+
+async def test_a_transfer_asked_for_outside_a_phone_call_is_explained_not_attempted(tmp_path):
+    events = await converse(
+        tmp_path,
+        await spoken("Put me through to a person.", pause_s=5.0),
+        ScriptedToolModel(("transfer_call", {})),
+        resolve_tools(["transfer_call"]),
+    )
+    call = next(e for e in events if e["type"] == "tool_call")
+    assert call["is_error"] and call["output"] == NOT_A_CALL
+    assert any(e["type"] == "agent_reply" and e["text"] == NOT_A_CALL for e in events)

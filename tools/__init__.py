@@ -5,6 +5,7 @@ from __future__ import annotations
 from livekit.agents import llm
 
 from .calculator import calculate
+from .call import transfer_call
 from .clock import get_time, get_world_time
 from .conversation import end_conversation
 from .devices import get_device_state, set_device
@@ -26,6 +27,7 @@ TOOLS: dict[str, llm.FunctionTool] = {
         set_device,
         get_device_state,
         end_conversation,
+        transfer_call,
         look,
     )
 }

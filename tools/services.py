@@ -1,14 +1,26 @@
-"""What the tools of one session share: its timers and its devices (the session's userdata)."""
+"""What the tools of one session share (the session's userdata): its timers, its devices and,
+on a phone call, the line."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .devices import DeviceGateway
 from .timers import TimerService
+
+
+class PhoneLine(Protocol):
+    """The call a conversation came by, as its transport can act on it."""
+
+    def transfer(self) -> None:
+        """Hand the caller to the profile's ``transfer_to`` once the agent has finished
+        speaking; raises ValueError, for the model, when there is nowhere to transfer to."""
 
 
 @dataclass
 class AgentServices:
     timers: TimerService = field(default_factory=TimerService)
     devices: DeviceGateway | None = None
+    phone: PhoneLine | None = None
+    """Set by the transport when the conversation is a phone call."""

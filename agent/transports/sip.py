@@ -3,9 +3,6 @@
 aiosipua answers the INVITEs and keeps the dialogs; aiortp carries G.711 audio (µ-law or
 A-law, 8 kHz) both ways. Each call is a conversation of the server's pool, on the shared
 models. The caller's BYE ends it; the agent ending the conversation sends one.
-
-The agent's voice is paced by a clock of its own: one 20 ms packet every 20 ms for the whole
-call, silence when the agent is quiet, since a PBX may hang up on a call that sends no RTP.
 """
 
 from __future__ import annotations
@@ -13,37 +10,26 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import time
 import uuid
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from aiortp import PortAllocator
-from aiosipua import IncomingCall, SipUAS
+from aiosipua import IncomingCall, SipUAC, SipUAS
 from aiosipua.rtp_bridge import CallSession
 from aiosipua.transport import UdpSipTransport
-from livekit import rtc
-
-from audio.speaker import FRAME_MS, SpeakerOutput
 
 from ..control import ControlledSession
-from ..conversations import CallerAudio, CallMedia, ConversationPool, PoolFull, hold
+from ..conversations import ConversationPool, PoolFull
 from ..session import SessionFactory
+from .sip_call import PhoneCall
 
 logger = logging.getLogger("voice_agent")
 
 G711 = [0, 8]
 """PCMU and PCMA, the codecs every phone and trunk speaks, in that order of preference."""
 RTP_PORTS = (20000, 30000)
-VOICE_LEAD_FRAMES = 3
-"""Frames of the agent's voice waiting to be sent: 60 ms, so barge-in stops it at once."""
-MIC_BACKLOG_FRAMES = 50
-"""A second of the caller's audio the session has not taken yet; older frames are dropped."""
-MAX_CLOCK_LAG_S = 0.2
-"""A clock this late (a stalled loop) starts again instead of sending a burst of packets."""
 
 
 class SipConfigError(ValueError):
@@ -98,100 +84,6 @@ class SipOptions:
         return any(ip in ipaddress.ip_network(n, strict=False) for n in self.allow)
 
 
-class SipAudioInput(CallerAudio):
-    """The caller's audio, as the RTP session decodes it (8 kHz for G.711)."""
-
-    def __init__(self) -> None:
-        super().__init__("sip")
-        self._frames: deque[rtc.AudioFrame] = deque(maxlen=MIC_BACKLOG_FRAMES)
-        self._arrived = asyncio.Event()
-
-    def take(self, pcm: bytes, rate: int) -> None:
-        self._frames.append(rtc.AudioFrame(pcm, rate, 1, len(pcm) // 2))
-        self.flowing.set()
-        self._arrived.set()
-
-    def end(self) -> None:
-        self.ended.set()
-        self._arrived.set()
-
-    async def __anext__(self) -> rtc.AudioFrame:
-        while not self._frames:
-            if self.ended.is_set():
-                raise StopAsyncIteration
-            self._arrived.clear()
-            await self._arrived.wait()
-        return self._frames.popleft()
-
-
-class SipAudioOutput(SpeakerOutput):
-    """The agent's voice: frames wait in a short queue for the call's RTP clock."""
-
-    def __init__(self, rtp: CallSession, rate: int) -> None:
-        super().__init__("sip", sample_rate=rate)
-        self._rtp = rtp
-        self._frames: asyncio.Queue[np.ndarray] = asyncio.Queue(VOICE_LEAD_FRAMES)
-        self._clock = asyncio.create_task(self._send(), name="sip-voice-clock")
-
-    async def _emit(self, samples: np.ndarray) -> None:
-        await self._frames.put(samples)
-
-    def clear_buffer(self) -> None:
-        super().clear_buffer()
-        while not self._frames.empty():
-            self._frames.get_nowait()
-
-    async def _send(self) -> None:
-        samples = self.rate * FRAME_MS // 1000
-        silence = np.zeros(samples, np.int16)
-        start, sent = time.monotonic(), 0
-        while True:
-            try:
-                frame = self._frames.get_nowait()
-            except asyncio.QueueEmpty:
-                frame = silence
-            self._rtp.send_audio_pcm(frame.tobytes(), (sent * samples) & 0xFFFFFFFF)
-            sent += 1
-            lag = time.monotonic() - (start + sent * FRAME_MS / 1000)
-            if lag > MAX_CLOCK_LAG_S:  # the timestamps go on; the packets do not burst
-                start += lag
-            await asyncio.sleep(start + sent * FRAME_MS / 1000 - time.monotonic())
-
-    async def stop(self) -> None:
-        await super().stop()
-        self._clock.cancel()
-        await asyncio.gather(self._clock, return_exceptions=True)
-
-
-class PhoneCall:
-    """One answered call: its dialog, its RTP session and its conversation."""
-
-    def __init__(
-        self, conversation_id: str, call: IncomingCall, rtp: CallSession, rtp_port: int
-    ) -> None:
-        self.id = conversation_id
-        self.call = call
-        self.rtp = rtp
-        self.rtp_port = rtp_port
-        self.mic = SipAudioInput()
-        self.hung_up = asyncio.Event()
-        """The caller sent BYE (or CANCEL before the answer)."""
-
-    def caller_hung_up(self) -> None:
-        self.hung_up.set()
-        self.mic.end()
-
-    async def run(self, controlled: ControlledSession, log_dir: Path | None) -> None:
-        rate = self.rtp.codec_sample_rate
-        self.rtp.on_audio = lambda pcm, _timestamp: self.mic.take(pcm, rate)
-        media = CallMedia(self.mic, SipAudioOutput(self.rtp, rate), ended=[self.hung_up])
-        try:
-            await hold(controlled, self.id, media, log_dir=log_dir)
-        finally:
-            if not self.hung_up.is_set():
-                self.call.hangup()
-
-
 class SipServer:
     """Answers SIP calls on one UDP address; each call is a conversation of ``pool``."""
 
@@ -210,8 +102,10 @@ class SipServer:
         self._calls: dict[str, PhoneCall] = {}
         """By SIP Call-ID, from the answer until the call is over."""
         self._answering: set[asyncio.Task[None]] = set()
-        self._transport = _UdpTransport(local_addr=(options.host, options.port))
-        self._uas = SipUAS(self._transport, user_agent="voice-agent")
+        self._transport = UdpTransport(local_addr=(options.host, options.port))
+        self._uac = SipUAC(self._transport)
+        self._uas = SipUAS(self._transport, user_agent="voice-agent", uac=self._uac)
+        self._uas.on_transfer_progress = self._transfer_progress
         self._uas.on_invite = self._on_invite
         self._uas.on_bye = lambda call, _request: self._hung_up(call.call_id)
         self._uas.on_cancel = lambda request, _addr: self._hung_up(request.call_id or "")
@@ -252,6 +146,10 @@ class SipServer:
         if (phone := self._calls.get(call_id)) is not None:
             phone.caller_hung_up()
 
+    def _transfer_progress(self, call_id: str, status: int, _reason: str) -> None:
+        if (phone := self._calls.get(call_id)) is not None:
+            phone.transfer_progress(status)
+
     async def _answer(self, call: IncomingCall) -> None:
         try:
             with self._pool.place():
@@ -278,10 +176,18 @@ class SipServer:
         except BaseException:
             await self._ports.release(rtp_port)
             raise
-        phone = PhoneCall(uuid.uuid4().hex[:12], call, rtp, rtp_port)
+        phone = PhoneCall(
+            uuid.uuid4().hex[:12],
+            call,
+            rtp,
+            rtp_port,
+            uac=self._uac,
+            transfer_to=self._factory.profile.call.transfer_to,
+        )
         self._calls[call.call_id] = phone
         try:
             controlled = await ControlledSession.join(self._factory, phone.id)
+            controlled.session.userdata.phone = phone
             self._pool.joined(controlled.session)
             await rtp.start()
             call.accept(rtp.sdp_answer)
@@ -303,7 +209,7 @@ class SipServer:
         await self._ports.release(phone.rtp_port)
 
 
-class _UdpTransport(UdpSipTransport):
+class UdpTransport(UdpSipTransport):
     """aiosipua's UDP transport, without the type check that Python 3.11's own datagram
     transport fails (it is not a subclass of ``asyncio.DatagramTransport`` before 3.12)."""
 
