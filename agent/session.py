@@ -38,6 +38,10 @@ def bridge_for(profile: Profile, *, device_id: str = "") -> MqttBridge | None:
     return MqttBridge(settings)
 
 
+LANGUAGE_PLACEHOLDER = "{language}"
+"""In a prompt: the name of the profile's ``[voice] language`` ("German")."""
+
+
 def _voice_options(profile: Profile) -> Pyttsx3Options:
     voice = profile.voice
     return Pyttsx3Options(voice.language, voice.rate, languages=tuple(voice.languages))
@@ -97,6 +101,8 @@ class SessionFactory:
                 await voice.voice(language)
         except ValueError as e:
             raise ProfileError(f"profile {profile.name!r}: voice: {e}") from None
+        # a prompt may name the voice's language (an interpreter's target)
+        instructions = instructions.replace(LANGUAGE_PLACEHOLDER, await voice.language_name())
         turn_model = None
         if profile.endpointing.turn_detector == "smart-turn":
             turn_model = await off_the_loop(lambda: SmartTurnModel(bundled_smart_turn()))

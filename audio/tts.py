@@ -83,6 +83,15 @@ class _EspeakWorker:
                 return str(found[0])
         raise ValueError(f"espeak-ng has no voice for language {language!r}")
 
+    async def name_of(self, voice: str) -> str:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._name_of, voice
+        )
+
+    def _name_of(self, voice: str) -> str:
+        names = {v.id: v.name for v in self._ensure_engine().getProperty("voices")}
+        return str(names.get(voice) or voice).split(" (")[0]  # "French (France)": "French"
+
     async def synthesize(self, text: str, voice: str, opts: Pyttsx3Options) -> np.ndarray:
         return await asyncio.get_running_loop().run_in_executor(
             self._executor, self._synthesize, text, voice, opts
@@ -153,6 +162,10 @@ class Pyttsx3TTS(tts.TTS):
         voice = await self.voice(language)
         self._opts = replace(self._opts, language=language)
         return voice
+
+    async def language_name(self, language: str = "") -> str:
+        """The English name of ``language``'s voice ("German" for ``de``): for prompts."""
+        return await self._worker.name_of(await self.voice(language))
 
     def hear(self, language: str) -> None:
         """The caller's latest language (as the recognizer heard it): what a reply that does

@@ -60,9 +60,9 @@ def test_mistakes_in_a_profile_are_named(tmp_path, text, message):
 
 
 def test_unknown_profiles_and_prompts_list_the_built_in_ones():
-    with pytest.raises(ProfileError, match="built-in: call, desktop, kiosk"):
+    with pytest.raises(ProfileError, match="built-in: call, desktop, interpreter, kiosk"):
         load_profile("kitchen")
-    with pytest.raises(PromptError, match="built-in: call, desktop, kiosk"):
+    with pytest.raises(PromptError, match="built-in: call, desktop, interpreter, kiosk"):
         load_prompt("kitchen")
 
 

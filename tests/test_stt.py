@@ -15,9 +15,10 @@ from agent.engines.lite.stt import FasterWhisperOptions, FasterWhisperSTT
 from agent.models import ModelNotFoundError
 from agent.profile import load_profile
 from audio import load_audio
+from audio.language import TextLanguage
 from audio.pcm import samples_to_frame
 from audio.segmenter import speech_bounds
-from tests.conftest import SHARED_AUDIO, voice_agent
+from tests.conftest import REPO, SHARED_AUDIO, voice_agent
 
 JFK = (
     "And so my fellow Americans, ask not what your country can do for you, "
@@ -152,3 +153,26 @@ def test_the_call_profile_logs_each_turns_language_and_each_replys(tmp_path):
     greeting, *replies = [r for r in records if r["type"] == "agent_reply"]
     assert greeting["language"] == "en"
     assert replies and all(r["language"] in load_profile("call").voice.languages for r in replies)
+
+
+def test_the_interpreter_says_a_french_turn_again_in_its_voices_language(tmp_path):
+    """The interpreter profile's target is its [voice] language, named in its prompt."""
+    speech = load_audio(SHARED_AUDIO / "dictee_fr.aiff", 16000)
+    sf.write(tmp_path / "call.wav", np.concatenate([np.zeros(4 * 16000, np.int16), speech]), 16000)
+    text = (REPO / "agent/profiles/interpreter.toml").read_text()
+    profile = tmp_path / "to_german.toml"
+    profile.write_text(re.sub(r'(?m)^language = "en".*$', 'language = "de"', text))
+    result = voice_agent(
+        "run-file", str(tmp_path / "call.wav"), "--out", str(tmp_path / "out"),
+        "-q", "--profile", str(profile),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    records = [
+        json.loads(line) for line in (tmp_path / "out/events.jsonl").read_text().splitlines()
+    ]
+    turn = next(r for r in records if r["type"] == "user_turn")
+    reply = [r for r in records if r["type"] == "agent_reply"][-1]
+    assert turn["language"] == "fr" and reply["start"] > turn["end"]
+    assert reply["text"] and reply["text"] != turn["transcript"]
+    assert TextLanguage(("de", "fr", "en")).of(reply["text"]) != "fr", reply["text"]
+    assert reply["language"] == "de", "the voice speaks the target"
