@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import sys
 import tempfile
 import time
@@ -44,17 +43,12 @@ from agent.transports.file import SAMPLE_RATE, play_conversation  # noqa: E402
 from agent.transports.sip import SipOptions, SipServer, UdpTransport  # noqa: E402
 from audio.pcm import resample  # noqa: E402
 from bench.webrtc import RATE, VOICED_DBFS, dbfs, first_voiced, question  # noqa: E402
+from tests.conftest import free_udp_port  # noqa: E402
 
 PHONE_RATE = 8000
 FRAME = PHONE_RATE // 50
 GREETING_S = 4.0
 """Silence before the question: the greeting is said first."""
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def phone_call(agent_port: int, samples: np.ndarray, speech_end: float) -> float:

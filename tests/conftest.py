@@ -101,6 +101,13 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def free_udp_port() -> int:
+    """A loopback UDP port nothing listens on (SIP, RTP)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 class Broker:
     """A real Mosquitto on a free loopback port, stopped and started by PID."""
 

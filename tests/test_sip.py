@@ -8,6 +8,7 @@ server takes one call at a time (``--max-sessions 1``) on the ``call`` profile.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -16,13 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosipua import SipUAC, SipUAS, build_sdp
 
+from agent.conversations import ConversationPool
 from agent.engines.lite.stt import FasterWhisperSTT
-from agent.transports.sip import SipConfigError, SipOptions
+from agent.profile import load_profile
+from agent.session import SessionFactory
+from agent.transports.sip import SipConfigError, SipOptions, SipServer, UdpTransport
 from audio.decode import load_audio
 from tools.call import TRANSFER_NOTICE
 
-from .conftest import isolated
+from .conftest import free_udp_port, isolated
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -150,3 +155,44 @@ def test_only_the_allowed_networks_may_call():
     assert not options.admits("203.0.113.6") and not options.admits("127.0.0.1")
     assert SipOptions.parse("127.0.0.1:5060", []).admits("127.0.0.1")
     assert not SipOptions.parse("127.0.0.1:5060", []).admits("10.0.0.1")
+
+
+async def test_a_re_invite_is_answered_with_the_same_media_and_the_call_goes_on():
+    """A PBX refreshes a long call with a re-INVITE; left unanswered, it would drop the call.
+    The phone here is aiosipua's own user agent, in this process."""
+    factory = await SessionFactory.load(load_profile("desktop"))
+    pool = ConversationPool(1)
+    port = free_udp_port()
+    server = SipServer(factory, SipOptions.parse(f"127.0.0.1:{port}", []), pool, None)
+    await server.start()
+    transport = UdpTransport(local_addr=("127.0.0.1", free_udp_port()))
+    uac = SipUAC(transport)
+    phone = SipUAS(transport, uac=uac)
+    answers: list[int] = []
+    handle = uac.handle_response
+    uac.handle_response = lambda r, a: (answers.append(r.status_code), handle(r, a))[1]
+    await phone.start()
+    try:
+        offer = build_sdp("127.0.0.1", free_udp_port(), 0, "PCMU")
+        agent = ("127.0.0.1", port)
+        call = uac.send_invite("sip:me@127.0.0.1", f"sip:agent@127.0.0.1:{port}", agent, offer)
+        await call.wait_answered()
+        assert answers.count(200) == 1 and pool.active == 1
+        uac.send_reinvite(call.dialog, offer, agent)
+        for _ in range(50):
+            if answers.count(200) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert answers.count(200) == 2, answers
+        assert pool.active == 1, "the call goes on"
+        call.hangup(uac)
+        for _ in range(50):
+            if not pool.active:
+                break
+            await asyncio.sleep(0.1)
+        assert not pool.active, "the caller's BYE ended it"
+    finally:
+        await phone.stop()
+        await pool.aclose()
+        await server.aclose()
+        await factory.aclose()

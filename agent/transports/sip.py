@@ -32,6 +32,10 @@ G711 = [0, 8]
 RTP_PORTS = (20000, 30000)
 
 
+class CallAbandoned(Exception):
+    """The caller cancelled while the call was being answered."""
+
+
 class SipConfigError(ValueError):
     """SIP cannot be served as asked; the message is meant for the user."""
 
@@ -109,6 +113,7 @@ class SipServer:
         self._uas.on_invite = self._on_invite
         self._uas.on_bye = lambda call, _request: self._hung_up(call.call_id)
         self._uas.on_cancel = lambda request, _addr: self._hung_up(request.call_id or "")
+        self._uas.on_reinvite = self._reinvited
 
     @property
     def address(self) -> str:
@@ -146,6 +151,15 @@ class SipServer:
         if (phone := self._calls.get(call_id)) is not None:
             phone.caller_hung_up()
 
+    def _reinvited(self, call: IncomingCall) -> None:
+        """A re-INVITE (a session refresh, a new media address): the same media, answered
+        again; a caller left unanswered would drop the call."""
+        if (phone := self._calls.get(call.call_id)) is None:
+            return
+        if call.sdp_offer is not None and call.sdp_offer.rtp_address is not None:
+            phone.rtp.update_remote(call.sdp_offer.rtp_address)
+        call.accept(phone.rtp.sdp_answer)
+
     def _transfer_progress(self, call_id: str, status: int, _reason: str) -> None:
         if (phone := self._calls.get(call_id)) is not None:
             phone.transfer_progress(status)
@@ -158,6 +172,8 @@ class SipServer:
         except PoolFull:
             logger.info("a call from %s was answered busy: the server is full", call.caller)
             call.reject(486, "Busy Here")
+        except CallAbandoned:
+            logger.info("a call from %s was cancelled before the answer", call.caller)
         except ValueError as e:  # an offer without G.711, or without an address
             logger.info("a call from %s was refused: %s", call.caller, e)
             call.reject(488, "Not Acceptable Here")
@@ -185,13 +201,18 @@ class SipServer:
             transfer_to=self._factory.profile.call.transfer_to,
         )
         self._calls[call.call_id] = phone
+        controlled: ControlledSession | None = None
         try:
             controlled = await ControlledSession.join(self._factory, phone.id)
             controlled.session.userdata.phone = phone
             self._pool.joined(controlled.session)
             await rtp.start()
+            if phone.hung_up.is_set():
+                raise CallAbandoned
             call.accept(rtp.sdp_answer)
         except BaseException:
+            if controlled is not None:
+                await controlled.aclose()
             await self._end(phone)
             raise
         logger.info("answered a call from %s as %s", call.caller, phone.id)

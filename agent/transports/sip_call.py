@@ -174,15 +174,18 @@ class PhoneCall:
             target = f"sip:{target}@{self.call.source_addr[0]}:{self.call.source_addr[1]}"
         self._transfer_status = asyncio.get_running_loop().create_future()
         logger.info("transferring call %s to %s", self.id, target)
-        self._uac.send_refer(self.call.dialog, target, self.call.source_addr)
         try:
+            self._uac.send_refer(self.call.dialog, target, self.call.source_addr)
             status = await asyncio.wait_for(self._transfer_status, TRANSFER_WAIT_S)
+        except ValueError:  # the dialog is not (or no longer) confirmed
+            status = 481
         except TimeoutError:
             status = 408
         if 200 <= status < 300:
             self.transferred.set()  # the conversation ends, and the agent's leg hangs up
-        else:
-            logger.warning("the transfer of call %s failed: %d", self.id, status)
+            return
+        logger.warning("the transfer of call %s failed: %d", self.id, status)
+        with contextlib.suppress(RuntimeError):  # the session is closing anyway
             self._session.say(TRANSFER_FAILED)
 
 
