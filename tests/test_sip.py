@@ -157,9 +157,9 @@ def test_only_the_allowed_networks_may_call():
     assert not SipOptions.parse("127.0.0.1:5060", []).admits("10.0.0.1")
 
 
-async def test_a_re_invite_is_answered_with_the_same_media_and_the_call_goes_on():
-    """A PBX refreshes a long call with a re-INVITE; left unanswered, it would drop the call.
-    The phone here is aiosipua's own user agent, in this process."""
+async def test_an_a_law_phone_is_answered_in_a_law_and_a_re_invite_keeps_its_call():
+    """A-law is what European trunks speak. A PBX refreshes a long call with a re-INVITE; left
+    unanswered, it would drop the call. The phone is aiosipua's own user agent, in-process."""
     factory = await SessionFactory.load(load_profile("desktop"))
     pool = ConversationPool(1)
     port = free_udp_port()
@@ -173,11 +173,13 @@ async def test_a_re_invite_is_answered_with_the_same_media_and_the_call_goes_on(
     uac.handle_response = lambda r, a: (answers.append(r.status_code), handle(r, a))[1]
     await phone.start()
     try:
-        offer = build_sdp("127.0.0.1", free_udp_port(), 0, "PCMU")
+        offer = build_sdp("127.0.0.1", free_udp_port(), 8, "PCMA")
         agent = ("127.0.0.1", port)
         call = uac.send_invite("sip:me@127.0.0.1", f"sip:agent@127.0.0.1:{port}", agent, offer)
         await call.wait_answered()
         assert answers.count(200) == 1 and pool.active == 1
+        assert call.sdp_answer is not None and call.sdp_answer.audio is not None
+        assert [c.encoding_name for c in call.sdp_answer.audio.codecs][0] == "PCMA"
         uac.send_reinvite(call.dialog, offer, agent)
         for _ in range(50):
             if answers.count(200) == 2:
