@@ -91,6 +91,7 @@ def test_a_caller_hears_the_greeting_then_an_answer_to_what_they_said(calls):
 
 
 def test_the_agent_ending_the_conversation_hangs_up_the_call(calls):
+    """Ended by MQTT's cmd/end, which shuts the session down as end_conversation does."""
     assert calls["first_hung_up_by_agent"]
     log = calls["phones"][0]["log"]
     assert "Connection reset by peer" in log, "baresip's words for a BYE from the other side"
