@@ -146,8 +146,9 @@ def answered(log_dir: Path) -> str | None:
     return None
 
 
-def replying(log_dir: Path, other_than: str | None) -> bool:
-    """A new conversation's agent has started speaking after a user turn."""
+def replying(log_dir: Path, other_than: str | None) -> str | None:
+    """The session id of a new conversation whose agent has started speaking after a user
+    turn."""
     for session_id, events in records(log_dir).items():
         if session_id == other_than:
             continue
@@ -155,8 +156,8 @@ def replying(log_dir: Path, other_than: str | None) -> bool:
         if turn is not None and any(
             e["type"] == "state" and e.get("agent") == "speaking" for e in events[turn:]
         ):
-            return True
-    return False
+            return session_id
+    return None
 
 
 def greeted(log_dir: Path, other_than: set[str]) -> str | None:
@@ -224,8 +225,10 @@ def main(out_dir: Path) -> None:
             dropping = phones[2]
             dropping.dial()
             result["second_replying"] = wait_until(
-                lambda: replying(out_dir / "logs", other_than=session_id), CALL_TIMEOUT_S
+                lambda: replying(out_dir / "logs", other_than=session_id) is not None,
+                CALL_TIMEOUT_S,
             )
+            result["second_session"] = replying(out_dir / "logs", other_than=session_id)
             dropping.hang_up()
             result["after_drop"] = wait_until(
                 lambda: (s := status())["sessions"] == 0 and s["sessions_in_memory"] == 0, 20
@@ -250,11 +253,21 @@ def main(out_dir: Path) -> None:
             result["operator_answered"] = operator.wait_for("Call established", 40)
             result["after_transfer"] = wait_until(lambda: status()["sessions"] == 0, 20)
             result["status"] = status()
+            # 5: the server stops (SIGTERM) during a call: the caller is hung up on, not left
+            last = Phone(out_dir / "phone5", jfk, 5140)
+            phones.append(last)
+            last.dial()
+            seen = set(records(out_dir / "logs"))
+            result["last_greeted"] = wait_until(
+                lambda: greeted(out_dir / "logs", seen) is not None, 30
+            )
+            result["last_session"] = greeted(out_dir / "logs", seen)
         finally:
-            for phone in phones:
-                phone.quit()
             server.send_signal(signal.SIGTERM)
             result["server_exit"] = server.wait(30)
+            result["last_hung_up"] = phones[-1].wait_for("Connection reset by peer", 5)
+            for phone in phones:
+                phone.quit()
             broker.stop()
         result["phones"] = [phone.seen() for phone in phones]
         result["records"] = records(out_dir / "logs")

@@ -67,9 +67,8 @@ def words(text: str) -> set[str]:
 
 def conversations(calls: dict[str, Any]) -> list[list[dict[str, Any]]]:
     """Each call's events, in the order the calls came."""
-    first, fourth = calls["first_session"], calls["fourth_session"]
-    others = [e for s, e in calls["records"].items() if s not in (first, fourth)]
-    return [calls["records"][first], *others, calls["records"][fourth]]
+    order = ("first_session", "second_session", "fourth_session", "last_session")
+    return [calls["records"][calls[name]] for name in order]
 
 
 def test_a_caller_hears_the_greeting_then_an_answer_to_what_they_said(calls):
@@ -100,7 +99,7 @@ def test_the_agent_ending_the_conversation_hangs_up_the_call(calls):
 
 def test_a_call_while_every_place_is_taken_hears_busy(calls):
     assert calls["busy_refused"], calls["phones"][1]["log"]
-    assert len(calls["records"]) == 3, "the busy call started no conversation"
+    assert len(calls["records"]) == 4, "the busy call started no conversation"
 
 
 def test_a_caller_hanging_up_mid_reply_frees_the_session(calls):
@@ -133,6 +132,11 @@ def test_every_call_leaves_a_complete_event_log_and_the_server_stops_cleanly(cal
             e["language"] == "en" for e in events if e["type"] in ("user_turn", "agent_reply")
         )
     assert calls["server_exit"] == 0
+
+
+def test_a_server_stopped_mid_call_hangs_the_caller_up(calls):
+    assert calls["last_greeted"], calls["phones"][5]["log"]
+    assert calls["last_hung_up"], calls["phones"][5]["log"]
 
 
 @pytest.mark.parametrize(
