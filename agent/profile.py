@@ -68,6 +68,10 @@ class LiteEngineSettings(_Section):
     temperature: float = Field(0.0, ge=0, le=2)
     repetition_penalty: float = Field(1.05, ge=1.0, le=2)
     preemptive_generation: bool = True
+    tool_reminder: str = ""
+    """Added to each user turn after the model's first reply, when tools are offered: after a
+    reply in words a 0.5 B model stops calling its tools (bench/tools.py); reminded, it also
+    calls tools nothing asked for, so only a profile made for its tools (the kiosk) sets it."""
     tool_answers: Literal["tool", "model"] = "tool"
     """Who words the answer after a tool call: "tool" speaks the tool's own sentence (a model
     under 1 B garbles or repeats the call instead: bench/tools.py), "model" lets it relay."""

@@ -3,8 +3,9 @@
     .venv/bin/python bench/tools.py [--model NAME=GGUF ...] [--requests N] [--json PATH]
 
 Every request is a new conversation with the kiosk profile's prompt and all eleven of its
-tools, as the lite engine renders it (the model's own chat template, llama.cpp), asked once
-as the first turn and once after a greeting answered in words. A request scores a
+tools, as the lite engine renders it (the model's own chat template, llama.cpp, and the
+profile's ``tool_reminder`` on turns after a reply), asked once as the first turn and once
+after a greeting answered in words. A request scores a
 *call* when the model's first reply calls the right tool with arguments that do the job (the
 calculator's expression is evaluated, the units converted), and an *answer* when, given that
 tool's output, the model then says the result aloud: the figure or state, and no markup.
@@ -279,7 +280,10 @@ async def evaluate_model(name: str, gguf: Path, cases: list[Case]) -> dict[str, 
     instructions, tools = profile.instructions(), resolve_tools(profile.tools)
     model = LocalLLM(
         LocalLLMOptions(
-            model=str(gguf.parent), gguf_file=gguf.name, max_new_tokens=profile.lite.max_new_tokens
+            model=str(gguf.parent),
+            gguf_file=gguf.name,
+            max_new_tokens=profile.lite.max_new_tokens,
+            tool_reminder=profile.lite.tool_reminder,
         )
     )
     await asyncio.to_thread(model.load)

@@ -165,3 +165,16 @@ def test_schema_words_a_model_copies_into_its_arguments_are_dropped():
     arguments = '{"device": "lamp", "state": "on", "type": "object", "required": ["device"]}'
     kept = json.loads(_offered_arguments("set_device", arguments, resolve_tools(["set_device"])))
     assert kept == {"device": "lamp", "state": "on"}
+
+
+def test_after_a_reply_each_user_turn_reminds_the_model_of_its_tools():
+    reminder = load_profile("kiosk").lite.tool_reminder
+    model = LocalLLM(LocalLLMOptions(tool_reminder=reminder))
+    model.load()
+    ctx = conversation("Hello there.", "Hi! How can I help?", "What's the time?")
+    prompt = model.runtime.decode(model.render_prompt(ctx, [get_time]))
+    assert prompt.count(reminder) == 1
+    assert prompt.index("What's the time?") < prompt.index(reminder)
+    assert reminder not in model.runtime.decode(model.render_prompt(ctx, []))
+    first = model.runtime.decode(model.render_prompt(conversation("What's the time?"), [get_time]))
+    assert reminder not in first, "a first turn is left as it is"

@@ -48,6 +48,8 @@ class LocalLLMOptions:
     repetition_penalty: float = 1.0
     tool_answers: Literal["tool", "model"] = "model"
     """"tool": after tool calls, their outputs are the reply, without asking the model."""
+    tool_reminder: str = ""
+    """Added to each user turn that follows a reply, when tools are offered ("" = none)."""
     device: str = "cpu"
     context: ContextOptions = field(default_factory=ContextOptions)
 
@@ -151,6 +153,8 @@ class LocalLLM(llm.LLM):
         self._runtime.load()
         messages, _ = chat_ctx.to_provider_format("openai", inject_dummy_user_message=False)
         schemas = _untitled(llm.ToolContext(tools).parse_function_tools("openai", strict=False))
+        if schemas and self._opts.tool_reminder:
+            messages = _reminded(messages, self._opts.tool_reminder)
         if self._runtime.template_supports_tools:
             return self._runtime.render(_calls_as_objects(messages), tools=schemas or None)
         return self._runtime.render(_inline_tools(messages, schemas))
@@ -184,6 +188,22 @@ def _system_turn(instructions: str) -> llm.ChatContext:
     chat_ctx = llm.ChatContext()
     chat_ctx.add_message(role="system", content=instructions)
     return chat_ctx
+
+
+def _reminded(messages: list[dict], reminder: str) -> list[dict]:
+    """Each user turn after the first reply, with ``reminder`` after it: once a small model
+    has answered in words it goes on answering in words, its tools forgotten (Qwen2.5-Coder-0.5B
+    called the right tool for 1 of 23 requests after small talk, 20 of 23 reminded:
+    bench/tools.py). Every such turn carries it, so the rendered history stays the same from one
+    request to the next and its cache is reused."""
+    out: list[dict] = []
+    replied = False
+    for message in messages:
+        if message["role"] == "user" and replied and isinstance(message.get("content"), str):
+            message = {**message, "content": f"{message['content']}\n\n{reminder}"}
+        replied = replied or message["role"] == "assistant"
+        out.append(message)
+    return out
 
 
 def _untitled(schema: Any) -> Any:

@@ -43,6 +43,7 @@ async def load(
             temperature=lite.temperature,
             repetition_penalty=lite.repetition_penalty,
             tool_answers=lite.tool_answers,
+            tool_reminder=lite.tool_reminder,
             context=ContextOptions(**profile.context.model_dump()),
         )
     )
