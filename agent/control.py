@@ -110,7 +110,8 @@ async def _release(model: object) -> None:
 
 class SessionControl:
     """Carries out commands one at a time, in the order they came, and speaks announcements
-    (MQTT ``say``, due timers) in order, each after the user has finished speaking. Every
+    (MQTT ``say``, due timers) in order, each after the user has finished speaking; the
+    profile's greeting goes first, and its time limit ends the conversation. Every
     announcement from MQTT is spoken or reported as dropped."""
 
     def __init__(
