@@ -32,6 +32,10 @@ from .signals import first_of
 logger = logging.getLogger("voice_agent")
 
 CLOSE_TIMEOUT_S = 3.0
+VOICE_LEAD_FRAMES = 3
+"""Frames of the agent's voice queued for a call's clock: 60 ms, so barge-in stops it at once."""
+MIC_BACKLOG_FRAMES = 50
+"""A second of the caller's audio the session has not taken yet; older frames are dropped."""
 
 
 class CallerAudio(io.AudioInput):

@@ -23,26 +23,22 @@ import argparse
 import asyncio
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 from aiortp import RTPSession
 from aiosipua import SipUAC, SipUAS, build_sdp
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agent.control import ControlledSession  # noqa: E402
 from agent.conversations import ConversationPool  # noqa: E402
 from agent.profile import load_profile  # noqa: E402
 from agent.session import SessionFactory  # noqa: E402
-from agent.transports.file import SAMPLE_RATE, play_conversation  # noqa: E402
 from agent.transports.sip import SipOptions, SipServer, UdpTransport  # noqa: E402
 from audio.pcm import resample  # noqa: E402
-from bench.webrtc import RATE, VOICED_DBFS, dbfs, first_voiced, question  # noqa: E402
+from bench.webrtc import RATE, VOICED_DBFS, dbfs, file_round, question  # noqa: E402
 from tests.conftest import free_udp_port  # noqa: E402
 
 PHONE_RATE = 8000
@@ -92,25 +88,6 @@ async def phone_call(agent_port: int, samples: np.ndarray, speech_end: float) ->
         await uas.stop()
 
 
-async def file_round(factory: SessionFactory, samples: np.ndarray, speech_end: float) -> float:
-    controlled = ControlledSession.open(factory, None)
-    with tempfile.TemporaryDirectory() as out:
-        await play_conversation(
-            controlled,
-            controlled.agent,
-            resample(samples, PHONE_RATE, SAMPLE_RATE),
-            Path(out),
-            speed=1.0,
-            settle_s=2.0,
-            echo=False,
-            source="bench",
-        )
-        agent, rate = sf.read(Path(out) / "agent.wav", dtype="int16")
-    await controlled.aclose()
-    start = first_voiced(agent, rate, int(speech_end * rate))
-    return float("nan") if start is None else start / rate - speech_end
-
-
 async def measure(rounds: int, profile: str) -> dict[str, list[float]]:
     factory = await SessionFactory.load(load_profile(profile))
     pool = ConversationPool(1)
@@ -125,7 +102,7 @@ async def measure(rounds: int, profile: str) -> dict[str, list[float]]:
     try:
         for round_ in range(rounds):
             print(f"round {round_ + 1}/{rounds}", file=sys.stderr, flush=True)
-            results["run-file"].append(await file_round(factory, samples, speech_end))
+            results["run-file"].append(await file_round(factory, samples, speech_end, PHONE_RATE))
             results["sip"].append(await phone_call(port, samples, speech_end))
             while pool.active:  # the call's session ends before the next round
                 await asyncio.sleep(0.1)

@@ -95,23 +95,27 @@ def dbfs(samples: np.ndarray) -> float:
     return 20 * np.log10(max(rms, 1e-9) / 32768)
 
 
-async def file_round(factory: SessionFactory, samples: np.ndarray, speech_end: float) -> float:
+async def file_round(
+    factory: SessionFactory, samples: np.ndarray, speech_end: float, rate: int = RATE
+) -> float:
+    """End of speech to the first voiced sample of agent.wav, through the file transport;
+    ``samples`` at ``rate``."""
     controlled = ControlledSession.open(factory, None)
     with tempfile.TemporaryDirectory() as out:
         await play_conversation(
             controlled,
             controlled.agent,
-            resample(samples, RATE, SAMPLE_RATE),
+            resample(samples, rate, SAMPLE_RATE),
             Path(out),
             speed=1.0,
             settle_s=2.0,
             echo=False,
             source="bench",
         )
-        agent, rate = sf.read(Path(out) / "agent.wav", dtype="int16")
+        agent, agent_rate = sf.read(Path(out) / "agent.wav", dtype="int16")
     await controlled.aclose()
-    start = first_voiced(agent, rate, int(speech_end * rate))
-    return float("nan") if start is None else start / rate - speech_end
+    start = first_voiced(agent, agent_rate, int(speech_end * agent_rate))
+    return float("nan") if start is None else start / agent_rate - speech_end
 
 
 class Microphone(MediaStreamTrack):

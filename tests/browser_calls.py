@@ -27,7 +27,7 @@ from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import SHARED_AUDIO, Broker, start_serve  # noqa: E402
+from tests.conftest import SHARED_AUDIO, Broker, start_serve, wait_until  # noqa: E402
 
 PORT = 8765
 URL = f"http://127.0.0.1:{PORT}/"
@@ -125,15 +125,6 @@ def post(body: bytes) -> tuple[int, dict[str, Any]]:
             return response.status, json.load(response)
     except urllib.error.HTTPError as e:
         return e.code, json.load(e)
-
-
-def wait_until(predicate: Any, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def camera_call(browser_: Browser, wav: Path, out_dir: Path) -> dict[str, Any]:

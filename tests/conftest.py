@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,23 @@ def isolated(command: str) -> list[str]:
     return ["unshare", "-n", "bash", "-c", f"{NETWORK_NAMESPACE}; exec {command}"]
 
 
+def run_isolated(script: str, out: Path, timeout: float) -> dict[str, Any]:
+    """``python SCRIPT OUT`` in a network namespace of its own, and the OUT/result.json it
+    writes, with ``problem``: what it and the server (OUT/server.log) said if it failed."""
+    run = subprocess.run(
+        isolated(f"{sys.executable} {script} {out}"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    server_log = (out / "server.log").read_text() if (out / "server.log").exists() else ""
+    assert (out / "result.json").exists(), run.stdout + run.stderr + server_log
+    result: dict[str, Any] = json.loads((out / "result.json").read_text())
+    result["problem"] = "" if run.returncode == 0 else run.stderr[-3000:] + server_log[-3000:]
+    return result
+
+
 def voice_agent(
     *args: str, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -99,6 +117,17 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float) -> bool:
+    """Whether ``predicate()`` came true within ``timeout_s`` (checked every 0.2 s: for
+    scripts watching other processes, which send no events)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def free_udp_port() -> int:

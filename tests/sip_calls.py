@@ -13,7 +13,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from audio.decode import load_audio  # noqa: E402
-from tests.conftest import SHARED_AUDIO, Broker, start_serve  # noqa: E402
+from tests.conftest import SHARED_AUDIO, Broker, start_serve, wait_until  # noqa: E402
 
 HOST = "10.250.0.1"
 """The namespace's one address (conftest.NETWORK_NAMESPACE)."""
@@ -117,15 +116,6 @@ class Phone:
         }
 
 
-def wait_until(predicate: Any, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def records(log_dir: Path) -> dict[str, list[dict[str, Any]]]:
     """Each conversation's events.jsonl, by session id."""
     return {
@@ -177,6 +167,12 @@ def call_profile(out_dir: Path) -> Path:
     return path
 
 
+def command(broker: Broker, session_id: str | None, name: str) -> None:
+    """MQTT's ``cmd/<name>`` to one call's session (the server's device id is ``phone``)."""
+    topic = f"voice-agent/phone-{session_id}/cmd/{name}"
+    publish.single(topic, "", hostname="127.0.0.1", port=broker.port, qos=1)
+
+
 def status() -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{WEB_PORT}/status", timeout=5) as response:
         result: dict[str, Any] = json.loads(response.read())
@@ -211,13 +207,7 @@ def main(out_dir: Path) -> None:
             result["busy_refused"] = busy.wait_for("486 Busy Here", 15)
             busy.quit()
             session_id = result["first_session"] = answered(out_dir / "logs")
-            publish.single(
-                f"voice-agent/phone-{session_id}/cmd/end",
-                "{}",
-                hostname="127.0.0.1",
-                port=broker.port,
-                qos=1,
-            )
+            command(broker, session_id, "end")
             result["first_hung_up_by_agent"] = first.wait_for("terminated", 15)
             first.quit()
             result["after_first"] = wait_until(lambda: status()["sessions"] == 0, 15)
@@ -243,13 +233,7 @@ def main(out_dir: Path) -> None:
                 lambda: greeted(out_dir / "logs", seen) is not None, 30
             )
             fourth = result["fourth_session"] = greeted(out_dir / "logs", seen)
-            publish.single(
-                f"voice-agent/phone-{fourth}/cmd/transfer",
-                "",
-                hostname="127.0.0.1",
-                port=broker.port,
-                qos=1,
-            )
+            command(broker, fourth, "transfer")
             result["operator_answered"] = operator.wait_for("Call established", 40)
             result["after_transfer"] = wait_until(lambda: status()["sessions"] == 0, 20)
             result["status"] = status()

@@ -7,41 +7,25 @@ run of that script serves every test here that needs a browser.
 
 from __future__ import annotations
 
-import json
 import shutil
 import ssl
 import subprocess
-import sys
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import free_port, isolated, start_serve, voice_agent
-
-REPO = Path(__file__).resolve().parents[1]
+from .conftest import free_port, run_isolated, start_serve, voice_agent
 
 
 @pytest.fixture(scope="module")
 def calls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if shutil.which("chromium") is None:
         pytest.fail("Debian's chromium is missing: .ci/setup installs it")
-    out = tmp_path_factory.mktemp("browser-calls")
-    run = subprocess.run(
-        isolated(f"{sys.executable} tests/browser_calls.py {out}"),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=500,
+    return run_isolated(
+        "tests/browser_calls.py", tmp_path_factory.mktemp("browser-calls"), timeout=500
     )
-    result_path = out / "result.json"
-    server_log = (out / "server.log").read_text() if (out / "server.log").exists() else ""
-    assert result_path.exists(), run.stdout + run.stderr + server_log
-    result: dict[str, Any] = json.loads(result_path.read_text())
-    result["problem"] = "" if run.returncode == 0 else run.stderr[-3000:] + server_log[-3000:]
-    return result
 
 
 def test_a_spoken_question_gets_a_spoken_answer_and_a_live_transcript(calls):

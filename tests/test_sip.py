@@ -9,11 +9,7 @@ server takes one call at a time (``--max-sessions 1``) on the ``call`` profile.
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,9 +23,7 @@ from agent.transports.sip import SipConfigError, SipOptions, SipServer, UdpTrans
 from audio.decode import load_audio
 from tools.call import TRANSFER_NOTICE
 
-from .conftest import free_udp_port, isolated
-
-REPO = Path(__file__).resolve().parents[1]
+from .conftest import free_udp_port, run_isolated
 
 
 @pytest.fixture(scope="module")
@@ -37,18 +31,7 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if shutil.which("baresip") is None:
         pytest.fail("Debian's baresip is missing: .ci/setup installs it")
     out = tmp_path_factory.mktemp("sip-calls")
-    run = subprocess.run(
-        isolated(f"{sys.executable} tests/sip_calls.py {out}"),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    server_log = (out / "server.log").read_text() if (out / "server.log").exists() else ""
-    assert (out / "result.json").exists(), run.stdout + run.stderr + server_log
-    result: dict[str, Any] = json.loads((out / "result.json").read_text())
-    result["problem"] = "" if run.returncode == 0 else run.stderr[-3000:] + server_log[-3000:]
-    return result
+    return run_isolated("tests/sip_calls.py", out, timeout=400)
 
 
 def heard(phone: dict[str, Any], reply: dict[str, Any]) -> set[str]:

@@ -24,14 +24,16 @@ from livekit.agents.voice.events import AgentStateChangedEvent
 from audio.speaker import FRAME_MS, SpeakerOutput
 
 from ..control import ControlledSession
-from ..conversations import CallerAudio, CallMedia, hold
+from ..conversations import (
+    MIC_BACKLOG_FRAMES,
+    VOICE_LEAD_FRAMES,
+    CallerAudio,
+    CallMedia,
+    hold,
+)
 
 logger = logging.getLogger("voice_agent")
 
-VOICE_LEAD_FRAMES = 3
-"""Frames of the agent's voice waiting to be sent: 60 ms, so barge-in stops it at once."""
-MIC_BACKLOG_FRAMES = 50
-"""A second of the caller's audio the session has not taken yet; older frames are dropped."""
 MAX_CLOCK_LAG_S = 0.2
 """A clock this late (a stalled loop) starts again instead of sending a burst of packets."""
 SETTLE_S = 0.7

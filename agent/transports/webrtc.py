@@ -30,7 +30,7 @@ from livekit.agents.voice import io
 from audio.pcm import samples_to_frame
 from audio.speaker import FRAME_MS, SpeakerOutput
 
-from ..conversations import CallerAudio
+from ..conversations import MIC_BACKLOG_FRAMES, VOICE_LEAD_FRAMES, CallerAudio
 from ..vision import image_to_frame
 
 logger = logging.getLogger("voice_agent")
@@ -39,10 +39,6 @@ VOICE_RATE = 48000
 """Opus's own rate: the agent's voice is resampled to it once, by LiveKit."""
 MIC_RATE = 24000
 """What the session hears, as from a recording."""
-VOICE_LEAD_FRAMES = 3
-"""Frames of the agent's voice waiting in the track: 60 ms, so barge-in stops it at once."""
-MIC_BACKLOG_FRAMES = 50
-"""A second of microphone the session has not taken yet; older frames are dropped."""
 MAX_BUFFERED_RECORDS = 200
 MAX_VIDEO_FPS = 5
 MIC_JITTER_CAPACITY = 16
