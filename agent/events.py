@@ -29,7 +29,7 @@ from audio.tts import Pyttsx3TTS
 
 from .context import ContextMeter, Trim, meter_of
 
-METRIC_NAMES = ("eou_delay_s", "ttft_s", "ttfb_s", "e2e_latency_s")
+METRIC_NAMES = ("eou_delay_s", "ttft_s", "ttfs_s", "ttfb_s", "e2e_latency_s")
 """Per reply; the summary adds ``stt_s``, the recognizer's time per utterance."""
 
 
@@ -184,6 +184,7 @@ class EventLog:
         values = {
             "eou_delay_s": self._eou_delay,
             "ttft_s": metrics.get("llm_node_ttft"),
+            "ttfs_s": metrics.get("llm_node_ttfs"),
             "ttfb_s": metrics.get("tts_node_ttfb"),
             "e2e_latency_s": self._e2e,
         }

@@ -16,6 +16,7 @@ import soundfile as sf
 from livekit.agents import APIConnectOptions, APIError, tts
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 
+from .clauses import FirstClauseTokenizer
 from .language import TextLanguage, base_language
 
 ESPEAK_SAMPLE_RATE = 22050  # what pyttsx3's espeak driver writes
@@ -123,9 +124,11 @@ class _EspeakWorker:
 
 
 class Pyttsx3TTS(tts.TTS):
+    """espeak-ng, fed a reply as it is written: its first clause, then its sentences."""
+
     def __init__(self, options: Pyttsx3Options | None = None) -> None:
         super().__init__(
-            capabilities=tts.TTSCapabilities(streaming=False),
+            capabilities=tts.TTSCapabilities(streaming=True),
             sample_rate=ESPEAK_SAMPLE_RATE,
             num_channels=1,
         )
@@ -135,6 +138,8 @@ class Pyttsx3TTS(tts.TTS):
         """Voice ids by language, as found."""
         self._text_language = TextLanguage(self._opts.languages) if self._opts.languages else None
         self._caller: str | None = None
+        # LiveKit's own adapter speaks each piece through synthesize(); only the cut is ours
+        self._pieces = tts.StreamAdapter(tts=self, sentence_tokenizer=FirstClauseTokenizer())
 
     @property
     def model(self) -> str:
@@ -185,6 +190,11 @@ class Pyttsx3TTS(tts.TTS):
         self, text: str, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
     ) -> Pyttsx3ChunkedStream:
         return Pyttsx3ChunkedStream(tts=self, input_text=text, conn_options=conn_options)
+
+    def stream(
+        self, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
+    ) -> tts.SynthesizeStream:
+        return self._pieces.stream(conn_options=conn_options)
 
     async def _render(self, text: str) -> np.ndarray:
         voice = await self.voice(self.language_of(text))

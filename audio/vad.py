@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from livekit import rtc
 from livekit.agents import vad
@@ -32,15 +33,23 @@ class WebRTCVAD(vad.VAD):
     def options(self) -> WebRTCVADOptions:
         return self._opts
 
-    def stream(self) -> WebRTCVADStream:
-        return WebRTCVADStream(self, self._opts)
+    def stream(self, *, on_pause: Callable[[Transition], None] | None = None) -> WebRTCVADStream:
+        """``on_pause`` hears each pause inside an utterance (LiveKit's events have none)."""
+        return WebRTCVADStream(self, self._opts, on_pause=on_pause)
 
 
 class WebRTCVADStream(vad.VADStream):
     """Resamples what arrives to 16 kHz; one INFERENCE_DONE per pushed frame."""
 
-    def __init__(self, owner: WebRTCVAD, opts: WebRTCVADOptions) -> None:
+    def __init__(
+        self,
+        owner: WebRTCVAD,
+        opts: WebRTCVADOptions,
+        *,
+        on_pause: Callable[[Transition], None] | None = None,
+    ) -> None:
         # state first: the base class starts _main_task immediately
+        self._on_pause = on_pause
         self._segmenter = SpeechSegmenter(opts)
         self._resampler: rtc.AudioResampler | None = None
         self._input_rate = 0
@@ -76,7 +85,10 @@ class WebRTCVADStream(vad.VADStream):
         started = time.perf_counter()
         judged = self._segmenter.samples_index
         for transition in self._segmenter.feed(audio):
-            self._publish(transition, time.perf_counter() - started)
+            if transition.kind != "pause":
+                self._publish(transition, time.perf_counter() - started)
+            elif self._on_pause is not None:
+                self._on_pause(transition)
         if self._segmenter.samples_index == judged:
             return
         s = self._segmenter

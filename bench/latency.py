@@ -6,11 +6,11 @@ VAD's throughput.
 Plays speech60_en.wav (a minute of real English) and the demo conversation through
 ``voice-agent run-file`` in real time, once per turn detector (the same run), then reports
 median and p90 of each stage: the VAD's hangover (the profile's), the end of turn (end of
-speech to commit, which includes the hangover and the recognition), the recognition, the LLM's
-first token, the rest of its first sentence (end to end less the other stages: the TTS starts
-on a whole sentence), the TTS's first audio and end to end. A *false cut* is a user turn that ends
-inside a sentence: its transcript has no closing punctuation, or the next turn goes on in
-lower case.
+speech to commit, which includes the hangover and what of the recognition it does not hide),
+the recognition, the LLM's first token, the rest of its first clause (from the first token to
+the first text handed to the TTS: its first clause, or its first sentence if that has none),
+the TTS's first audio and end to end. A *false cut* is a user turn that ends inside a sentence:
+its transcript has no closing punctuation, or the next turn goes on in lower case.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from audio import WebRTCVAD, load_audio  # noqa: E402
 from audio.pcm import samples_to_frame  # noqa: E402
 from tests.conftest import DEMO, SHARED_AUDIO  # noqa: E402
 
-FIGURES = ("e2e_latency_s", "eou_delay_s", "stt_s", "ttft_s", "first_sentence_s", "ttfb_s")
+FIGURES = ("e2e_latency_s", "eou_delay_s", "stt_s", "ttft_s", "first_clause_s", "ttfb_s")
 DETECTORS = ("vad", "smart-turn")
 VAD_HANGOVER_S = load_profile("desktop").vad.min_silence_s
 
@@ -63,12 +63,10 @@ def figures(events: list[dict]) -> dict[str, list[float]]:
         if event["type"] == "agent_reply":
             metrics = event["metrics"]
             for name, value in metrics.items():
-                if value is not None:
+                if value is not None and name in values:
                     values[name].append(value)
-            stages = [metrics.get(n) for n in ("e2e_latency_s", "eou_delay_s", "ttft_s", "ttfb_s")]
-            if all(v is not None for v in stages):  # what is left: the first sentence's tokens
-                e2e, eou, ttft, ttfb = stages
-                values["first_sentence_s"].append(round(e2e - eou - ttft - ttfb, 3))
+            if metrics.get("ttfs_s") is not None and metrics.get("ttft_s") is not None:
+                values["first_clause_s"].append(round(metrics["ttfs_s"] - metrics["ttft_s"], 3))
         elif event["type"] == "stt":
             values["stt_s"].append(event["duration_s"])
     return values

@@ -80,8 +80,10 @@ def test_the_sip_bench_times_a_phone_call_against_run_file_on_one_question(tmp_p
 
 
 def test_the_stt_bench_compares_the_short_window_with_the_full_one(tmp_path):
-    figures = bench("bench/stt.py", "--repeats", "1", tmp_path=tmp_path)
+    figures = bench("bench/stt.py", "--repeats", "1", "--pause", "0.15", tmp_path=tmp_path)
     assert figures["total"]["clips"] >= 20
+    [early] = figures["early"]
+    assert early["utterances"] >= 20 and early["differing"] <= early["utterances"] // 4
     assert figures["total"]["jfk.flac wer window/full"][0] <= 0.1
     assert all(clip["window_s"] > 0 and clip["full_s"] > 0 for clip in figures["clips"])
 

@@ -49,7 +49,8 @@ def test_the_agent_answers_aloud_with_metrics(jfk_run):
         level = 20 * np.log10(np.sqrt(np.mean(first_half_second.astype(np.float64) ** 2)) / 32768)
         assert level > -40, f"reply at {reply['start']} s should be audible"
     assert all(
-        set(r["metrics"]) == {"eou_delay_s", "ttft_s", "ttfb_s", "e2e_latency_s"} for r in replies
+        set(r["metrics"]) == {"eou_delay_s", "ttft_s", "ttfs_s", "ttfb_s", "e2e_latency_s"}
+        for r in replies
     )
     # a reply to a speech end an earlier (interrupted) reply already answered has no e2e
     timed = [r["metrics"] for r in replies if r["metrics"]["e2e_latency_s"] is not None]

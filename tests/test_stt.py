@@ -1,4 +1,5 @@
-"""The offline recognizer understands real English speech."""
+"""The offline recognizer understands real English speech, and starts on a turn when its speaker
+pauses."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from livekit.agents.stt import SpeechEventType
 from agent.engines.lite.stt import FasterWhisperOptions, FasterWhisperSTT
 from agent.models import ModelNotFoundError
 from agent.profile import load_profile
-from audio import load_audio
+from audio import WebRTCVAD, load_audio
+from audio.early_stt import EarlySTT
 from audio.language import TextLanguage
 from audio.pcm import samples_to_frame
-from audio.segmenter import speech_bounds
+from audio.segmenter import SpeechSegmenter, speech_bounds
 from tests.conftest import REPO, SHARED_AUDIO, voice_agent
 
 JFK = (
@@ -176,3 +178,40 @@ def test_the_interpreter_says_a_french_turn_again_in_its_voices_language(tmp_pat
     assert reply["text"] and reply["text"] != turn["transcript"]
     assert TextLanguage(("de", "fr", "en")).of(reply["text"]) != "fr", reply["text"]
     assert reply["language"] == "de", "the voice speaks the target"
+
+
+async def _heard_through_early_stt(whisper, samples: np.ndarray) -> tuple[list[str], list[float]]:
+    """The final transcripts of ``samples`` streamed through EarlySTT, and the seconds of audio
+    of each recognition it made."""
+    early = EarlySTT(recognizer=whisper.fork(), vad=WebRTCVAD())
+    recognized: list[float] = []
+    early.on("metrics_collected", lambda metrics: recognized.append(metrics.audio_duration))
+    transcripts = []
+    async with early.stream() as stream:
+        step = 320  # 20 ms frames, as a microphone sends them
+        for i in range(0, len(samples), step):
+            stream.push_frame(samples_to_frame(samples[i : i + step], 16000))
+        stream.end_input()
+        async for event in stream:
+            if event.type == SpeechEventType.FINAL_TRANSCRIPT:
+                transcripts.append(event.alternatives[0].text)
+    return transcripts, recognized
+
+
+async def test_a_turn_is_recognized_while_the_vad_waits_out_its_hangover(whisper):
+    """Each utterance is recognized once its speaker has paused 0.15 s, not after the 0.3 s that
+    end it; a speaker who goes on after such a pause is heard whole."""
+    samples = load_audio(SHARED_AUDIO / "jfk.flac", 16000)
+    samples = np.concatenate([samples, np.zeros(16000 // 2, dtype=np.int16)])
+    segmenter = SpeechSegmenter()
+    cuts = [*segmenter.feed(samples.tobytes()), segmenter.finish()]
+    ends = [len(t.speech) / 32000 for t in cuts if t is not None and t.kind == "end"]
+    pauses = [t for t in cuts if t is not None and t.kind == "pause"]
+    assert len(pauses) > len(ends), "JFK pauses inside his phrases too"
+
+    transcripts, recognized = await _heard_through_early_stt(whisper, samples)
+    assert jiwer.wer(words(JFK), words(" ".join(transcripts))) <= 0.15
+    assert len(transcripts) == len(ends)
+    assert not [s for s in recognized if any(abs(s - end) < 1e-3 for end in ends)], (
+        "no utterance waited for the end of its hangover to be recognized"
+    )

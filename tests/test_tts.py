@@ -1,11 +1,15 @@
-"""espeak-ng speaks each supported language, quietly (nothing on stdout)."""
+"""espeak-ng speaks each supported language, quietly (nothing on stdout), and starts on a reply's
+first clause."""
 
 from __future__ import annotations
+
+import asyncio
 
 import numpy as np
 import pytest
 
 from audio import Pyttsx3Options, Pyttsx3TTS
+from audio.clauses import FirstClauseTokenizer
 
 SENTENCES = {
     "en": "The weather is lovely today, let us go for a walk.",
@@ -85,3 +89,53 @@ def test_a_voice_that_does_not_follow_keeps_its_language():
 def test_languages_the_identifier_does_not_know_are_refused_by_name():
     with pytest.raises(ValueError, match="xx"):
         Pyttsx3TTS(Pyttsx3Options(languages=("en", "xx")))
+
+
+@pytest.mark.parametrize(
+    ("reply", "pieces"),
+    [
+        ("Sure, it is 3:45 now. Anything else?", ["Sure,", "it is 3:45 now.", "Anything else?"]),
+        ("Hello there! How are you, my friend?", ["Hello there!", "How are you, my friend?"]),
+        ("The lamp is on; enjoy.", ["The lamp is on;", "enjoy."]),
+        ("1,000 well-known words — really.", ["1,000 well-known words —", "really."]),
+        ("当然，我可以帮你。", ["当然，", "我可以帮你。"]),
+        ("It is ten past three.", ["It is ten past three."]),
+    ],
+)
+def test_a_reply_is_spoken_first_clause_first_then_sentence_by_sentence(reply, pieces):
+    assert [p.strip() for p in FirstClauseTokenizer().tokenize(reply)] == pieces
+
+
+async def _speak_as_written(pieces: list[str], wait_s: float) -> list[tuple[int, float]]:
+    """Streams ``pieces`` of text as a model writes them, ``wait_s`` apart: each audio frame as
+    (how many pieces had been written when it came, its seconds)."""
+    heard: list[tuple[int, float]] = []
+    written = 0
+    async with Pyttsx3TTS().stream() as stream:
+
+        async def listen() -> None:
+            async for audio in stream:
+                heard.append((written, audio.frame.duration))
+
+        listening = asyncio.create_task(listen())
+        for piece in pieces:
+            stream.push_text(piece)
+            written += 1
+            await asyncio.sleep(wait_s)
+        stream.end_input()
+        await listening
+    return heard
+
+
+async def test_the_voice_starts_before_the_first_sentence_is_written():
+    """As a model writes "Sure, the time…", "Sure" is heard before the sentence is done."""
+    heard = await _speak_as_written(["Sure, the time", " is ten past three."], wait_s=2)
+    first = [seconds for written, seconds in heard if written == 1]
+    assert first and sum(first) < 1.0, "the first clause alone, as soon as it is done"
+    assert sum(seconds for _, seconds in heard) > 4 * sum(first), "then the rest of it"
+
+
+async def test_a_sentence_with_no_clause_is_spoken_whole():
+    heard = await _speak_as_written(["The time is ten", " past three."], wait_s=1)
+    assert heard and all(written == 2 for written, _ in heard), "no half sentence is spoken"
+    assert 1.0 < sum(seconds for _, seconds in heard) < 4.0

@@ -7,6 +7,9 @@ from typing import Any
 
 from livekit.agents import llm
 
+from audio.early_stt import EarlySTT
+from audio.vad import WebRTCVAD, WebRTCVADOptions
+
 from ...context import ContextOptions
 from ...models import off_the_loop
 from ...profile import Profile
@@ -18,12 +21,15 @@ logger = logging.getLogger("voice_agent")
 
 
 class LiteModels:
-    def __init__(self, stt: FasterWhisperSTT, model: LocalLLM) -> None:
+    def __init__(self, stt: FasterWhisperSTT, model: LocalLLM, vad: WebRTCVADOptions) -> None:
         self._stt = stt
         self._llm = model
+        self._vad = vad
 
     def plugins(self) -> dict[str, Any]:
-        return {"stt": self._stt.fork(), "llm": self._llm.fork()}
+        # the recognizer starts when the speaker pauses, heard by a VAD of its own
+        stt = EarlySTT(recognizer=self._stt.fork(), vad=WebRTCVAD(self._vad))
+        return {"stt": stt, "llm": self._llm.fork()}
 
     async def aclose(self) -> None:
         self._llm.runtime.worker.shutdown(wait=False, cancel_futures=True)
@@ -55,4 +61,4 @@ async def load(
     await off_the_loop(model.load)
     await require_room_to_talk(profile, model, instructions, tools)
     await model.warm(instructions, tools)
-    return LiteModels(stt, model)
+    return LiteModels(stt, model, WebRTCVADOptions(**profile.vad.model_dump()))

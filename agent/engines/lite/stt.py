@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,12 +83,14 @@ class FasterWhisperSTT(stt.STT):
         self._opts = options or FasterWhisperOptions()
         self._model: WhisperModel | None = None
         self._decodings: dict[str, _Decoding] = {}
-        self._lock = asyncio.Lock()
+        # one decode at a time (the model uses every core already); a cancelled request that
+        # has not started leaves the queue, one that has finishes before the next starts
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
 
     def fork(self) -> FasterWhisperSTT:
         """A plugin for another session over the same weights (its metrics are its own)."""
         twin = FasterWhisperSTT(self._opts)
-        twin._model, twin._decodings, twin._lock = self._model, self._decodings, self._lock
+        twin._model, twin._decodings, twin._worker = self._model, self._decodings, self._worker
         return twin
 
     @property
@@ -211,8 +214,9 @@ class FasterWhisperSTT(stt.STT):
     ) -> stt.SpeechEvent:
         frame = merge_frames(buffer)
         samples = frames_to_mono([frame], WHISPER_SAMPLE_RATE)
-        async with self._lock:  # one decode at a time: the model uses every core already
-            heard = await asyncio.to_thread(self.transcribe, samples)
+        heard = await asyncio.get_running_loop().run_in_executor(
+            self._worker, self.transcribe, samples
+        )
         return stt.SpeechEvent(
             type=stt.SpeechEventType.FINAL_TRANSCRIPT,
             request_id=uuid.uuid4().hex,
