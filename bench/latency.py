@@ -1,7 +1,8 @@
 """Latency of the lite engine end to end, stage by stage, with each turn detector; and the
 VAD's throughput.
 
-    .venv/bin/python bench/latency.py [--runs N] [--detector smart-turn|vad] [--json PATH]
+    .venv/bin/python bench/latency.py [--runs N] [--detector smart-turn|vad] [--no-tools]
+                                      [--json PATH]
 
 Plays speech60_en.wav (a minute of real English) and the demo conversation through
 ``voice-agent run-file`` in real time, once per turn detector (the same run), then reports
@@ -10,7 +11,8 @@ speech to commit, which includes the hangover and what of the recognition it doe
 the recognition, the LLM's first token, the rest of its first clause (from the first token to
 the first text handed to the TTS: its first clause, or its first sentence if that has none),
 the TTS's first audio and end to end. A *false cut* is a user turn that ends inside a sentence:
-its transcript has no closing punctuation, or the next turn goes on in lower case.
+its transcript has no closing punctuation, or the next turn goes on in lower case. Last, the
+default CPU model's tool evaluation (``bench/tools.py``).
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from agent.models import BUNDLED_LLMS  # noqa: E402
 from agent.profile import load_profile  # noqa: E402
 from audio import WebRTCVAD, load_audio  # noqa: E402
 from audio.pcm import samples_to_frame  # noqa: E402
+from bench.tools import CASES, CHAT, evaluate_model, scores  # noqa: E402
 from tests.conftest import DEMO, SHARED_AUDIO  # noqa: E402
 
 FIGURES = ("e2e_latency_s", "eou_delay_s", "stt_s", "ttft_s", "first_clause_s", "ttfb_s")
@@ -104,6 +108,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1, help="plays of each input")
     parser.add_argument("--detector", choices=DETECTORS, action="append", help="default: both")
+    parser.add_argument(
+        "--no-tools", action="store_true", help="leave out the default model's tool evaluation"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
@@ -140,6 +147,13 @@ def main() -> None:
             print(f"{name:<24} {figure:<17} {median:>8} {p90:>8} {row['count']:>4}")
     for frames, speed in report["vad_x_realtime"].items():  # type: ignore[attr-defined]
         print(f"VAD, {frames}: {speed}x real time")
+    if not args.no_tools:
+        name, find = next(iter(BUNDLED_LLMS.items()))  # the default CPU model
+        print(f"scoring {name}'s tool calls (bench/tools.py)…", file=sys.stderr)
+        row = asyncio.run(evaluate_model(name, find(), CASES + CHAT))
+        del row["outcomes"]
+        report["tools"] = {"model": name, **row}
+        print(scores(name, row))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")

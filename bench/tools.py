@@ -321,6 +321,19 @@ async def evaluate_model(name: str, gguf: Path, cases: list[Case]) -> dict[str, 
     }
 
 
+def scores(name: str, row: dict[str, Any]) -> str:
+    n, chat = row["requests"], row["chat_requests"]
+    return (
+        f"{name}: the right tool call for {row['calls_correct']}/{n} "
+        f"({row['calls_correct'] / n:.0%}) as the first turn, "
+        f"{row['calls_correct_after_small_talk']}/{n} after small talk; no call for "
+        f"{row['chat_without_calls']}/{chat} other requests "
+        f"({row['chat_without_calls_after_small_talk']}/{chat} after small talk); "
+        f"{row['answers_correct']}/{n} results worded by the model; "
+        f"first reply {row['first_reply_s']:.3f} s (median)"
+    )
+
+
 def _model_arg(text: str) -> tuple[str, Path]:
     name, sep, path = text.partition("=")
     if not sep or not Path(path).is_file():
@@ -344,16 +357,7 @@ def main() -> None:
     cases = CASES[: args.requests] + CHAT[: args.requests]
     report = {name: asyncio.run(evaluate_model(name, gguf, cases)) for name, gguf in models}
     for name, row in report.items():
-        n, chat = row["requests"], row["chat_requests"]
-        print(
-            f"{name}: the right tool call for {row['calls_correct']}/{n} "
-            f"({row['calls_correct'] / n:.0%}) as the first turn, "
-            f"{row['calls_correct_after_small_talk']}/{n} after small talk; no call for "
-            f"{row['chat_without_calls']}/{chat} other requests "
-            f"({row['chat_without_calls_after_small_talk']}/{chat} after small talk); "
-            f"{row['answers_correct']}/{n} results worded by the model; "
-            f"first reply {row['first_reply_s']:.3f} s (median)"
-        )
+        print(scores(name, row))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
