@@ -196,6 +196,7 @@ class EventLog:
             values["ttft_s"] = details["ttft_s"]
             values["ttfb_s"] = (self._reply_started_at or 0.0) - details["first_text_at"]
             values["eou_delay_s"] = details["eou_delay_s"]
+            del values["ttfs_s"]  # its text reaches the voice through no LLM node
         for name, value in values.items():
             if value is not None:
                 self.metrics[name].append(value)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 import time
@@ -39,7 +38,7 @@ from audio.segmenter import (  # noqa: E402
     Transition,
     speech_bounds,
 )
-from tests.conftest import DEMO, SHARED_AUDIO  # noqa: E402
+from tests.conftest import DEMO, SHARED_AUDIO, words  # noqa: E402
 
 A = TypeVar("A")
 T = TypeVar("T")
@@ -50,13 +49,6 @@ REFERENCES = {
     "one_two_three_en.wav": "one two three",
 }
 EARLY_FILES = ("speech60_en.wav", "en_num.wav", "jfk.flac", "one_two_three_en.wav")
-NUMBERS = "zero one two three four five six seven eight nine ten".split()
-
-
-def words(text: str) -> str:
-    """Lower case, no punctuation, digits spelled out: what WER compares."""
-    text = re.sub(r"\b(\d)\b", lambda m: NUMBERS[int(m.group(1))], text.lower())
-    return " ".join(re.sub(r"[^a-z' ]", " ", text).split())
 
 
 def clips() -> list[tuple[str, np.ndarray]]:

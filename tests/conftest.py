@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -180,3 +181,17 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     running.start()
     yield running
     running.stop()
+
+
+JFK = (
+    "And so my fellow Americans, ask not what your country can do for you, "
+    "ask what you can do for your country."
+)
+"""What jfk.flac says."""
+NUMBERS = "zero one two three four five six seven eight nine".split()
+
+
+def words(text: str) -> str:
+    """What a word error rate compares: lower case, no punctuation, digits spelled out."""
+    text = re.sub(r"\b(\d)\b", lambda m: NUMBERS[int(m.group(1))], text.lower())
+    return " ".join(re.sub(r"[^a-z' ]", " ", text).split())

@@ -20,21 +20,7 @@ from audio.early_stt import EarlySTT
 from audio.language import TextLanguage
 from audio.pcm import samples_to_frame
 from audio.segmenter import SpeechSegmenter, speech_bounds
-from tests.conftest import REPO, SHARED_AUDIO, voice_agent
-
-JFK = (
-    "And so my fellow Americans, ask not what your country can do for you, "
-    "ask what you can do for your country."
-)
-
-
-NUMBERS = "zero one two three four five six seven eight nine".split()
-
-
-def words(text: str) -> str:
-    """Lower case, no punctuation, digits spelled out."""
-    text = re.sub(r"\b(\d)\b", lambda m: NUMBERS[int(m.group(1))], text.lower())
-    return " ".join(re.sub(r"[^a-z' ]", " ", text).split())
+from tests.conftest import JFK, REPO, SHARED_AUDIO, voice_agent, words
 
 
 @pytest.fixture(scope="module")
