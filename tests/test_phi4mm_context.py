@@ -16,6 +16,7 @@ from PIL import Image
 
 from agent.context import ContextMeter, ContextOptions, Trim
 from agent.engines.phi4mm.engine import Phi4MMEngine, Phi4MMOptions
+from agent.engines.phi4mm.kv_cache import RoomyLayer
 from agent.engines.phi4mm.parts import Media, PromptPart
 from agent.engines.phi4mm.prompt import IMAGE_NOTE
 from agent.engines.phi4mm.turn_media import adapter_for
@@ -256,3 +257,28 @@ def test_caches_past_the_memory_budget_go_least_recently_used_first(engine, tiny
     roomy.next_token_logits(request, "speech", thread="b")
     _, again = roomy.next_token_logits(request, "speech", thread="a")
     assert again.cached_tokens == again.prompt_tokens - 1, "within the budget both stay"
+
+
+def test_a_decoded_token_is_written_after_the_history_not_into_a_copy_of_it():
+    """transformers' own cache layer concatenates: each token would copy the whole history."""
+    history_keys, history_values = torch.randn(1, 2, 1000, 8), torch.randn(1, 2, 1000, 8)
+    layer = RoomyLayer()
+    layer.update(history_keys, history_values)
+    storage = layer.keys.data_ptr()
+    steps = [(torch.randn(1, 2, 1, 8), torch.randn(1, 2, 1, 8)) for _ in range(50)]
+    for keys, values in steps:
+        layer.update(keys, values)
+    assert layer.keys.data_ptr() == storage, "the same memory, not a new copy"
+    assert torch.equal(layer.keys[..., :1000, :], history_keys)
+    assert torch.equal(layer.values[..., 1000:, :], torch.cat([v for _, v in steps], dim=-2))
+
+    layer.crop(-30)  # an interrupted reply: its unheard tokens leave the cache
+    retold = torch.randn(1, 2, 5, 8)
+    keys, values = layer.update(retold, retold)
+    assert keys.shape[-2] == 1025 and torch.equal(keys[..., 1020:, :], retold)
+    assert torch.equal(values[..., :1000, :], history_values)
+
+    grown, _ = layer.update(torch.randn(1, 2, 600, 8), torch.randn(1, 2, 600, 8))
+    assert grown.shape[-2] == 1625 and torch.equal(grown[..., :1000, :], history_keys), (
+        "outgrowing its room, the cache moves with its history"
+    )

@@ -31,6 +31,7 @@ from .checkpoint import (
     load_checkpoint,
     resolve_checkpoint,
 )
+from .kv_cache import conversation_cache
 from .parts import Encoded, Media, PartEncoder, PromptPart
 
 Adapter = Literal["speech", "vision"] | None
@@ -194,7 +195,7 @@ class Phi4MMEngine:
             reuse = min(_shared_prefix(conversation.key, encoded), len(ids) - 1)
         else:
             conversation = _Conversation(
-                DynamicCache(config=self.loaded.model.config), [], long_rope
+                conversation_cache(self.loaded.model.config), [], long_rope
             )
             self._conversations[slot] = conversation
         self._conversations.move_to_end(slot)
