@@ -38,10 +38,6 @@ class EarlySTT(stt.STT):
         self._stt.on("metrics_collected", self._forward_metrics)
 
     @property
-    def wrapped_stt(self) -> stt.STT:
-        return self._stt
-
-    @property
     def model(self) -> str:
         return self._stt.model
 
