@@ -11,7 +11,7 @@ import asyncio
 import json
 import re
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -28,7 +28,8 @@ T = TypeVar("T")
 
 
 class ToolCallParseError(ValueError):
-    """The model started a tool call but did not finish a valid one."""
+    """The model started a tool call but did not finish a valid one, or called a tool it was
+    not offered."""
 
 
 @dataclass(frozen=True)
@@ -124,13 +125,15 @@ async def relay_reply(
     say: Callable[[str], None],
     *,
     cancelled: threading.Event,
+    offered: Collection[str],
     on_malformed: Callable[[ToolCallParseError], None],
 ) -> tuple[T, list[ParsedToolCall]]:
     """Runs a generation on its worker thread and hands its text to ``say`` as it comes,
     holding back tool calls; returns the generation's result and the calls.
 
     ``start`` is given the callback the worker calls with each piece of text. When the reply
-    is abandoned, ``cancelled`` is set so decoding stops at its next step. A malformed call is
+    is abandoned, ``cancelled`` is set so decoding stops at its next step. A malformed call,
+    or one to a tool not ``offered`` (small models make up tools from the user's words), is
     reported and answered with a short apology instead.
     """
     loop = asyncio.get_running_loop()
@@ -154,6 +157,8 @@ async def relay_reply(
         cancelled.set()
     try:
         tail, calls = calls_filter.finish()
+        if made_up := [call.name for call in calls if call.name not in offered]:
+            raise ToolCallParseError(f"the model called {made_up}, which it was not offered")
     except ToolCallParseError as e:
         on_malformed(e)
         tail, calls = FALLBACK_REPLY, []

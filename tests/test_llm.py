@@ -141,14 +141,21 @@ async def test_the_default_model_calls_the_kiosk_tools(default_model, request_, 
 async def test_after_a_tool_call_the_tools_own_sentence_is_the_reply(default_model):
     ctx, tools = kiosk_turn("Turn on the lamp, then tell me the time.")
     for n, (name, output, failed) in enumerate(
-        [("set_device", "lamp set to on.", False), ("get_time", "the clock is unset", True)]
+        [
+            ("set_device", "lamp set to on.", False),
+            ("get_time", "the clock is unset", True),
+            ("get_world_time", "Sorry, get world time did not answer within 5 seconds.", True),
+        ]
     ):
         ctx.insert(llm.FunctionCall(call_id=f"c{n}", name=name, arguments="{}"))
         ctx.insert(
             llm.FunctionCallOutput(call_id=f"c{n}", name=name, output=output, is_error=failed)
         )
     pieces, usage = await reply(default_model, ctx, tools)
-    assert "".join(pieces) == "lamp set to on. Sorry, the clock is unset"
+    assert "".join(pieces) == (
+        "lamp set to on. Sorry, the clock is unset "
+        "Sorry, get world time did not answer within 5 seconds."
+    ), "an error is said as an apology, once"
     assert usage is None, "no generation: the model is not asked to reword it"
 
 

@@ -184,6 +184,23 @@ async def test_a_malformed_call_gets_a_spoken_apology_and_an_error_event():
     await session.aclose()
 
 
+async def test_a_call_to_a_tool_it_was_not_offered_is_an_apology_not_livekits_error_message():
+    """A small model makes up tools from the user's words ("ask what you can do for your
+    country" once became a call to ``country``); LiveKit would answer it with its own error
+    text, which the lite engine speaks as the tool's answer."""
+    model = Phi4MMRealtimeModel()
+    model.engine = ScriptedEngine('<|tool_call|>[{"name": "country", "arguments": {}}]')
+    session = model.session()
+    await session.update_tools([get_time])
+    errors: list[llm.RealtimeModelError] = []
+    session.on("error", errors.append)
+    await spoken_turn(session)
+    text, calls = await reply_of(session)
+    assert text == FALLBACK_REPLY and calls == []
+    assert len(errors) == 1 and "country" in str(errors[0].error)
+    await session.aclose()
+
+
 async def test_truncation_keeps_only_what_was_heard():
     model = Phi4MMRealtimeModel()
     model.engine = ScriptedEngine("One. Two. Three. Four.")

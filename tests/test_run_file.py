@@ -52,9 +52,11 @@ def test_the_agent_answers_aloud_with_metrics(jfk_run):
         set(r["metrics"]) == {"eou_delay_s", "ttft_s", "ttfs_s", "ttfb_s", "e2e_latency_s"}
         for r in replies
     )
-    # a reply to a speech end an earlier (interrupted) reply already answered has no e2e
+    # a reply to a speech end an earlier (interrupted) reply already answered has no e2e; one
+    # that says a tool's answer takes no model time (ttft 0.0)
     timed = [r["metrics"] for r in replies if r["metrics"]["e2e_latency_s"] is not None]
-    assert timed and all(value > 0 for value in timed[-1].values()), replies
+    assert timed and all(value >= 0 for value in timed[-1].values()), replies
+    assert timed[-1]["e2e_latency_s"] > 0
 
 
 def test_the_conversation_is_written_on_one_timeline(jfk_run):

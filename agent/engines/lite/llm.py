@@ -249,7 +249,8 @@ def _tool_outputs(chat_ctx: llm.ChatContext) -> list[str]:
             continue
         if not isinstance(item, llm.FunctionCallOutput):
             break
-        outputs.insert(0, f"Sorry, {item.output}" if item.is_error else item.output)
+        apologized = not item.is_error or item.output.startswith("Sorry")  # tools/guard.py's do
+        outputs.insert(0, item.output if apologized else f"Sorry, {item.output}")
     return outputs
 
 
@@ -316,6 +317,7 @@ class LocalLLMStream(llm.LLMStream):
             lambda on_text: self._engine.generate(prompt_ids, on_text, cancelled),
             lambda text: self._send(request_id, text),
             cancelled=cancelled,
+            offered=llm.ToolContext(self._tools).function_tools.keys(),
             on_malformed=lambda e: self._emit_error(e, recoverable=True),
         )
         self._engine.meter.latest = stats.prompt_tokens + stats.generated_tokens

@@ -226,6 +226,7 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
             ),
             lambda text: self._say(generation, text),
             cancelled=generation.cancelled,
+            offered=self._tools.function_tools.keys(),
             on_malformed=self._report,
         )
         for call in calls:
