@@ -33,6 +33,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from agent.engines.phi4mm.kv_cache import conversation_cache  # noqa: E402
 from audio import load_audio  # noqa: E402
 from tests.conftest import SHARED_AUDIO  # noqa: E402
 
@@ -49,9 +50,8 @@ def sync(device: torch.device) -> None:
 def split_turn(
     model: Any, processor: Any, clip: np.ndarray, context_ids: list[int]
 ) -> dict[str, float]:
-    """Seconds for each stage of one spoken turn after ``context_ids`` of history."""
-    from transformers import DynamicCache
-
+    """Seconds for each stage of one spoken turn after ``context_ids`` of history, on the
+    cache the engine keeps (appending in place)."""
     device = next(model.parameters()).device
     started = time.perf_counter()
     inputs = processor(
@@ -64,7 +64,7 @@ def split_turn(
     turn_ids = inputs.pop("input_ids").to(device)
     media = {k: v.to(device) for k, v in inputs.items() if k.startswith("audio_")}
     media["audio_input_features"] = media["audio_input_features"].to(model.dtype)
-    cache = DynamicCache(config=model.config)
+    cache = conversation_cache(model.config)
     with torch.inference_mode():
         prefill_history(model, context_ids, cache)
         sync(device)
@@ -122,11 +122,9 @@ def prefill_history(model: Any, ids: list[int], cache: Any) -> None:
 def recompute_s(model: Any, ids: list[int], adapter: str) -> float:
     """Seconds to rebuild a history's cache from nothing under ``adapter``: what an evicted
     cache, a trim near the start, or a switch to the other adapter costs."""
-    from transformers import DynamicCache
-
     device = next(model.parameters()).device
     model.set_adapter(adapter)
-    cache = DynamicCache(config=model.config)
+    cache = conversation_cache(model.config)
     sync(device)
     started = time.perf_counter()
     with torch.inference_mode():

@@ -15,7 +15,7 @@ from livekit.agents import llm
 from PIL import Image
 
 from agent.context import ContextMeter, ContextOptions, Trim
-from agent.engines.phi4mm.engine import Phi4MMEngine, Phi4MMOptions
+from agent.engines.phi4mm.engine import PASS_TOKENS, Phi4MMEngine, Phi4MMOptions
 from agent.engines.phi4mm.kv_cache import RoomyLayer
 from agent.engines.phi4mm.parts import Media, PromptPart
 from agent.engines.phi4mm.prompt import IMAGE_NOTE
@@ -282,3 +282,39 @@ def test_a_decoded_token_is_written_after_the_history_not_into_a_copy_of_it():
     assert grown.shape[-2] == 1625 and torch.equal(grown[..., :1000, :], history_keys), (
         "outgrowing its room, the cache moves with its history"
     )
+
+
+def test_a_spoken_turn_scans_the_history_once_and_no_pass_holds_two_clips(engine, speech):
+    """Every prefill pass attends over the whole history, so a turn's passes are its cost at
+    100K tokens; two clips in one pass would be encoded together, unlike when cached."""
+    passes: list[tuple[int, int]] = []  # (tokens, clips)
+
+    def record(_model, _args, kwargs):
+        features = kwargs.get("audio_input_features")
+        passes.append((kwargs["input_ids"].shape[1], 0 if features is None else len(features)))
+
+    system = PromptPart("<|system|>Be brief.<|end|>")
+    talk = [system, user("", "p1", speech[:16000]), PromptPart("<|assistant|>Sure.<|end|>")]
+    talk += [user("", "p2", speech[16000:32000]), PromptPart("<|assistant|>")]
+    hook = engine.loaded.model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        engine.next_token_logits(talk, "speech", thread="p")
+        assert [clips for _, clips in passes] == [1, 1], "each clip in a pass alone"
+
+        passes.clear()
+        talk[-1:] = [PromptPart("<|assistant|>Fine.<|end|>"), user("", "p3", speech[:8000])]
+        talk.append(PromptPart("<|assistant|>"))
+        engine.next_token_logits(talk, "speech", thread="p")
+        assert [clips for _, clips in passes] == [1], "the reply's end and the turn: one pass"
+
+        passes.clear()
+        typed = PromptPart("<|user|>" + "one two three four " * 700 + "<|end|>")
+        talk[-1:] = [typed, PromptPart("<|assistant|>")]
+        engine.next_token_logits(talk, "speech", thread="p")
+        assert len(passes) >= 3 and max(tokens for tokens, _ in passes) <= PASS_TOKENS, (
+            "a long text goes in passes of bounded size (each one's mask is tokens x history)"
+        )
+    finally:
+        hook.remove()
+    assert_cache_is_right(engine, talk, thread="p")
+    engine.forget("p")

@@ -1,9 +1,10 @@
 """Phi-4-multimodal inference: prompts with audio and images in, text streamed out.
 
 One worker thread owns the model. A conversation's KV cache is kept per adapter, so a turn only
-prefills what is new. The prompt is prefilled part by part (a part is one turn with its own
-audio and images), so a clip is always encoded alone and its keys and values are the same
-whether it was cached or not. LongRoPE picks its frequencies from the longest position in each
+prefills what is new. A prefill pass never holds two parts' media (a part is one turn with its
+own audio and images), so a clip is always encoded alone and its keys and values are the same
+whether it was cached or not; the text around it shares its pass, since every pass scans the
+whole history once. LongRoPE picks its frequencies from the longest position in each
 forward pass; once a conversation may pass 4,096 tokens it is recomputed once with the long
 factors forced for every pass, since keys cached with the short ones would silently be wrong.
 """
@@ -36,6 +37,8 @@ from .parts import Encoded, Media, PartEncoder, PromptPart
 
 Adapter = Literal["speech", "vision"] | None
 ASR_PROMPT = "Transcribe the audio clip into text."
+PASS_TOKENS = 1024
+"""Most text tokens prefilled in one pass."""
 
 
 @dataclass(frozen=True)
@@ -156,13 +159,13 @@ class Phi4MMEngine:
             self._prefill(request, stop=len(ids) - 1)
             with torch.inference_mode(), self._rope(request.conversation.long_rope):
                 output = self._run_generate(ids, cache, max_new, on_text, cancelled)
-        sequence = output[0].tolist()
-        request.conversation.key = (request.key + sequence[len(ids) :])[: cache.get_seq_length()]
+        generated = output[0, 1:].tolist()
+        request.conversation.key = (request.key + generated)[: cache.get_seq_length()]
         self._keep_within_budget()
         return GenerationStats(
             prompt_tokens=len(ids),
             cached_tokens=request.reuse,
-            generated_tokens=len(sequence) - len(ids),
+            generated_tokens=len(generated),
         )
 
     def next_token_logits(
@@ -244,28 +247,26 @@ class Phi4MMEngine:
             self._conversations.popitem(last=False)
 
     def _prefill(self, request: _Request, *, stop: int) -> torch.Tensor | None:
-        """Run the request's parts from its reuse point to ``stop``, a part at a time (a part's
-        media go in with its first token); the last pass's logits come back."""
-        model, offset, logits = self.loaded.model, 0, None
+        """Run the request from its reuse point to ``stop`` in few passes (each one scans the
+        whole history); the last pass's logits come back."""
+        model, logits = self.loaded.model, None
         cache = request.conversation.cache
         with torch.inference_mode(), self._rope(request.conversation.long_rope):
-            for prompt_part, part in zip(request.parts, request.encoded, strict=True):
-                begin, end = max(request.reuse, offset), min(stop, offset + len(part.ids))
-                if begin < end:
-                    ids = torch.tensor(
-                        [part.ids[begin - offset : end - offset]], device=self.loaded.device
-                    )
-                    first = begin == offset and part.has_media
-                    media = self.encoder.media_inputs(prompt_part) if first else {}
-                    logits = model(
-                        input_ids=ids,
-                        attention_mask=torch.ones((1, end), dtype=torch.long, device=ids.device),
-                        past_key_values=cache,
-                        use_cache=True,
-                        logits_to_keep=1,
-                        **media,
-                    ).logits
-                offset += len(part.ids)
+            for begin, end, with_media in _passes(request.encoded, request.reuse, stop):
+                ids = torch.tensor([request.ids[begin:end]], device=self.loaded.device)
+                media = (
+                    {}
+                    if with_media is None
+                    else self.encoder.media_inputs(request.parts[with_media])
+                )
+                logits = model(
+                    input_ids=ids,
+                    attention_mask=torch.ones((1, end), dtype=torch.long, device=ids.device),
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                    **media,
+                ).logits
         return logits
 
     def _run_generate(
@@ -276,12 +277,15 @@ class Phi4MMEngine:
         on_text: Callable[[str], None],
         cancelled: threading.Event,
     ) -> torch.Tensor:
+        """Decode after the prefilled prompt. ``generate`` is given its last token alone (with
+        its position, and a mask the length of the prompt): handed the whole prompt, it would
+        copy a history-long id list, mask and positions for every token it adds."""
         loaded = self.loaded
-        input_ids = torch.tensor([ids], device=loaded.device)
         generation_config = loaded.model.generation_config
         result: torch.Tensor = loaded.model.generate(
-            input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids),
+            input_ids=torch.tensor([ids[-1:]], device=loaded.device),
+            position_ids=torch.tensor([[len(ids) - 1]], device=loaded.device),
+            attention_mask=torch.ones((1, len(ids)), dtype=torch.long, device=loaded.device),
             past_key_values=cache,
             max_new_tokens=max_new_tokens,
             eos_token_id=generation_config.eos_token_id,
@@ -335,6 +339,32 @@ def _shared_prefix(cached: list[object], encoded: list[Encoded]) -> int:
             return offset + common_prefix(cached[offset:end], part.key)
         offset = end
     return offset
+
+
+def _passes(encoded: list[Encoded], reuse: int, stop: int) -> list[tuple[int, int, int | None]]:
+    """Prefill passes as (begin, end, the part whose media go in). A pass holds one part with
+    media at most, so two parts' clips are never encoded together, and a new part starts a
+    pass once ``PASS_TOKENS`` are reached, which bounds its mask (tokens x history); text
+    alone is cut there too. ``reuse`` never falls inside a part with media."""
+    passes: list[tuple[int, int, int | None]] = []
+    begin, offset, media = reuse, 0, None
+    for index, part in enumerate(encoded):
+        start, offset = offset, offset + len(part.ids)
+        end = min(offset, stop)
+        if begin >= end:
+            continue
+        second_media = part.has_media and media is not None
+        if begin < start and (second_media or end - begin > PASS_TOKENS):
+            passes.append((begin, start, media))
+            begin, media = start, None
+        if part.has_media:
+            media = index
+        while media is None and end - begin > PASS_TOKENS:
+            passes.append((begin, begin + PASS_TOKENS, None))
+            begin += PASS_TOKENS
+    if begin < stop:
+        passes.append((begin, stop, media))
+    return passes
 
 
 def _part_boundary(encoded: list[Encoded], reuse: int) -> int:
