@@ -46,6 +46,8 @@ def test_the_context_bench_times_reuse_against_recompute_and_trims_a_long_run(tm
     short, long = figures["by_history"]
     assert 512 <= short["history_tokens"] < 2048 <= long["history_tokens"]
     assert long["turn_recomputed_s"] > long["turn_reused_s"] > 0
+    stages = [long[f"reused_{stage}_s"] for stage in ("window", "to_text", "rest")]
+    assert all(s > 0 for s in stages) and sum(stages) <= 1.5 * long["turn_reused_s"]
     run = figures["simulated"]
     assert run["turns"] == 20 and run["trims"], "a 3,000-token window fills within 2 minutes"
     assert run["peak_tokens"] + 24 <= 0.8 * 3000 and run["trims"][0]["images"] >= 1
