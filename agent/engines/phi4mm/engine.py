@@ -277,9 +277,10 @@ class Phi4MMEngine:
         on_text: Callable[[str], None],
         cancelled: threading.Event,
     ) -> torch.Tensor:
-        """Decode after the prefilled prompt. ``generate`` is given its last token alone (with
-        its position, and a mask the length of the prompt): handed the whole prompt, it would
-        copy a history-long id list, mask and positions for every token it adds."""
+        """Decode after the prefilled prompt; returns the prompt's last token and the reply's.
+        ``generate`` is given that last token alone (with its position, and a mask the length of
+        the prompt): handed the whole prompt, it would copy history-long ids and positions for
+        every token it adds."""
         loaded = self.loaded
         generation_config = loaded.model.generation_config
         result: torch.Tensor = loaded.model.generate(
