@@ -90,6 +90,8 @@ class Conversation:
         self.thread = f"bench-{id(self)}"
         self._pool = clips()
         self._turns = 0
+        self.stages: dict[str, float] = {}
+        """The latest reply's stages, in seconds."""
 
     def media_of(self, item_id: str) -> tuple[Media, ...]:
         return self.media.get(item_id, ())
@@ -131,8 +133,11 @@ class Conversation:
         ended = time.perf_counter()
         seconds = ended - started
         first = first_text[0] if first_text else ended
-        self.stages = {"window_s": rendered - started, "to_text_s": first - rendered}
-        self.stages["rest_s"] = ended - first
+        self.stages = {
+            "window_s": rendered - started,
+            "to_text_s": first - rendered,
+            "rest_s": ended - first,
+        }
         text = "".join(pieces).strip() or "..."
         self.ctx.add_message(role="assistant", content=text)
         return seconds, text
