@@ -147,6 +147,16 @@ def test_a_follow_up_turn_reuses_the_history_and_matches_a_cold_start(engine, ti
     assert warm == cold, "reusing the cache must not change the answer"
 
 
+def test_a_turn_the_encoder_forgot_and_encodes_again_is_still_taken_from_the_cache(engine, clip):
+    """Unchanged parts are passed over by identity; an equal copy is compared token by token."""
+    turn = spoken(clip, "e1")
+    reply, _ = run(engine, [SYSTEM, turn, CUE])
+    engine.encoder.forget(turn)
+    history = [SYSTEM, spoken(clip, "e1"), PromptPart(f"<|assistant|>{''.join(reply)}<|end|>")]
+    _, stats = run(engine, [*history, PromptPart("<|user|>And then?<|end|>"), CUE])
+    assert stats.cached_tokens > engine.count_tokens(SYSTEM) + engine.count_tokens(turn)
+
+
 def test_the_same_words_from_another_clip_are_not_taken_from_the_cache(engine, clip):
     run(engine, [SYSTEM, spoken(clip, "x1"), CUE])
     _, stats = run(engine, [SYSTEM, spoken(clip[::-1].copy(), "x2"), CUE])

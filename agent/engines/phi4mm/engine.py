@@ -16,7 +16,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Literal
 
@@ -57,20 +57,29 @@ class Phi4MMOptions:
 @dataclass
 class _Conversation:
     cache: DynamicCache
-    key: list[object]
     long_rope: bool
+    parts: list[Encoded] = field(default_factory=list)
+    """The request the cache was last filled for, part by part."""
+    reply: list[int] = field(default_factory=list)
+    """What was generated after it."""
+
+    def cached_key(self, first: int, offset: int) -> list[object]:
+        """The cache's token keys from part ``first`` (token ``offset``) on."""
+        key = list(chain.from_iterable(part.key for part in self.parts[first:])) + self.reply
+        return key[: self.cache.get_seq_length() - offset]
 
 
 @dataclass
 class _Request:
     parts: Sequence[PromptPart]
     encoded: list[Encoded]
-    ids: list[int]
-    key: list[object]
+    length: int
     slot: tuple[str, Adapter]
     conversation: _Conversation
     reuse: int
     """Prompt tokens whose keys and values come from the cache."""
+    new_ids: list[int]
+    """The prompt's ids from ``reuse`` on."""
 
 
 class Phi4MMEngine:
@@ -80,6 +89,9 @@ class Phi4MMEngine:
         self._encoder: PartEncoder | None = None
         self._conversations: OrderedDict[tuple[str, Adapter], _Conversation] = OrderedDict()
         """Least recently used first."""
+        self._adapter: Adapter = None
+        """The adapter the model runs with: the engine alone switches it (loading leaves both
+        off), since switching walks every layer of the model."""
 
     @property
     def loaded(self) -> LoadedModel:
@@ -154,18 +166,17 @@ class Phi4MMEngine:
         """
         max_new = max_new_tokens or self.options.max_new_tokens
         request = self._open(parts, adapter, thread, max_new)
-        ids, cache = request.ids, request.conversation.cache
+        conversation = request.conversation
         with self._closing_on_error(request):
-            self._prefill(request, stop=len(ids) - 1)
-            with torch.inference_mode(), self._rope(request.conversation.long_rope):
-                output = self._run_generate(ids, cache, max_new, on_text, cancelled)
-        generated = output[0, 1:].tolist()
-        request.conversation.key = (request.key + generated)[: cache.get_seq_length()]
+            self._prefill(request, stop=request.length - 1)
+            with torch.inference_mode(), self._rope(conversation.long_rope):
+                output = self._run_generate(request, max_new, on_text, cancelled)
+        conversation.parts, conversation.reply = request.encoded, output[0, 1:].tolist()
         self._keep_within_budget()
         return GenerationStats(
-            prompt_tokens=len(ids),
+            prompt_tokens=request.length,
             cached_tokens=request.reuse,
-            generated_tokens=len(generated),
+            generated_tokens=len(conversation.reply),
         )
 
     def next_token_logits(
@@ -175,11 +186,11 @@ class Phi4MMEngine:
         the tests and the benchmark check a reused cache against a fresh one."""
         request = self._open(parts, adapter, thread, self.options.max_new_tokens)
         with self._closing_on_error(request):
-            logits = self._prefill(request, stop=len(request.ids))
-        request.conversation.key = request.key
+            logits = self._prefill(request, stop=request.length)
+        request.conversation.parts, request.conversation.reply = request.encoded, []
         self._keep_within_budget()
         assert logits is not None
-        stats = GenerationStats(len(request.ids), cached_tokens=request.reuse, generated_tokens=0)
+        stats = GenerationStats(request.length, cached_tokens=request.reuse, generated_tokens=0)
         return logits[0, -1].float(), stats
 
     def _open(
@@ -188,24 +199,22 @@ class Phi4MMEngine:
         """Encode the request and take its conversation's cache back to what it shares with
         the request (never the whole request: its last token is run again)."""
         encoded = [self.encoder.encode(p) for p in parts]
-        ids = list(chain.from_iterable(e.ids for e in encoded))
-        key = list(chain.from_iterable(e.key for e in encoded))
-        long_rope = len(ids) + max_new > self.original_context
+        length = sum(len(e.ids) for e in encoded)
+        long_rope = length + max_new > self.original_context
         slot = (thread, adapter)
         conversation = self._conversations.get(slot)
         reuse = 0
         if conversation is not None and conversation.long_rope == long_rope:
-            reuse = min(_shared_prefix(conversation.key, encoded), len(ids) - 1)
+            reuse = min(_shared_prefix(conversation, encoded), length - 1)
         else:
-            conversation = _Conversation(
-                conversation_cache(self.loaded.model.config), [], long_rope
-            )
+            conversation = _Conversation(conversation_cache(self.loaded.model.config), long_rope)
             self._conversations[slot] = conversation
         self._conversations.move_to_end(slot)
         reuse = _part_boundary(encoded, reuse)
         conversation.cache.crop(reuse - conversation.cache.get_seq_length())
         self._activate(adapter)
-        return _Request(parts, encoded, ids, key, slot, conversation, reuse)
+        new_ids = _ids_from(encoded, reuse)
+        return _Request(parts, encoded, length, slot, conversation, reuse, new_ids)
 
     @contextlib.contextmanager
     def _closing_on_error(self, request: _Request) -> Iterator[None]:
@@ -253,7 +262,8 @@ class Phi4MMEngine:
         cache = request.conversation.cache
         with torch.inference_mode(), self._rope(request.conversation.long_rope):
             for begin, end, with_media in _passes(request.encoded, request.reuse, stop):
-                ids = torch.tensor([request.ids[begin:end]], device=self.loaded.device)
+                new = request.new_ids[begin - request.reuse : end - request.reuse]
+                ids = torch.tensor([new], device=self.loaded.device)
                 media = (
                     {}
                     if with_media is None
@@ -261,7 +271,7 @@ class Phi4MMEngine:
                 )
                 logits = model(
                     input_ids=ids,
-                    attention_mask=torch.ones((1, end), dtype=torch.long, device=ids.device),
+                    attention_mask=self._pass_mask(begin, end),
                     past_key_values=cache,
                     use_cache=True,
                     logits_to_keep=1,
@@ -269,10 +279,22 @@ class Phi4MMEngine:
                 ).logits
         return logits
 
+    def _pass_mask(self, begin: int, end: int) -> torch.Tensor:
+        """The mask of a pass over tokens ``begin`` to ``end``: the whole history, then causal.
+        For SDPA and eager attention it is made here, once, in the model's dtype: from
+        transformers' boolean mask, PyTorch's CPU SDPA makes this float one again at every
+        layer, which took half a pass's attention time at 100K tokens."""
+        device, dtype = self.loaded.device, self.loaded.dtype
+        if self.loaded.attention not in ("sdpa", "eager"):
+            return torch.ones((1, end), dtype=torch.long, device=device)
+        mask = torch.zeros((1, 1, end - begin, end), dtype=dtype, device=device)
+        later = torch.ones((end - begin, end - begin), dtype=torch.bool, device=device).triu(1)
+        mask[0, 0, :, begin:].masked_fill_(later, torch.finfo(dtype).min)
+        return mask
+
     def _run_generate(
         self,
-        ids: list[int],
-        cache: DynamicCache,
+        request: _Request,
         max_new_tokens: int,
         on_text: Callable[[str], None],
         cancelled: threading.Event,
@@ -281,13 +303,13 @@ class Phi4MMEngine:
         ``generate`` is given that last token alone (with its position, and a mask the length of
         the prompt): handed the whole prompt, it would copy history-long ids and positions for
         every token it adds."""
-        loaded = self.loaded
+        loaded, length = self.loaded, request.length
         generation_config = loaded.model.generation_config
         result: torch.Tensor = loaded.model.generate(
-            input_ids=torch.tensor([ids[-1:]], device=loaded.device),
-            position_ids=torch.tensor([[len(ids) - 1]], device=loaded.device),
-            attention_mask=torch.ones((1, len(ids)), dtype=torch.long, device=loaded.device),
-            past_key_values=cache,
+            input_ids=torch.tensor([request.new_ids[-1:]], device=loaded.device),
+            position_ids=torch.tensor([[length - 1]], device=loaded.device),
+            attention_mask=torch.ones((1, length), dtype=torch.long, device=loaded.device),
+            past_key_values=request.conversation.cache,
             max_new_tokens=max_new_tokens,
             eos_token_id=generation_config.eos_token_id,
             pad_token_id=generation_config.pad_token_id,
@@ -302,6 +324,9 @@ class Phi4MMEngine:
 
     def _activate(self, adapter: Adapter) -> None:
         model = self.loaded.model
+        if adapter == self._adapter:
+            return
+        self._adapter = adapter
         if adapter is None:
             model.disable_adapters()
         else:
@@ -330,16 +355,34 @@ class Phi4MMEngine:
             rotary.original_inv_freq = short
 
 
-def _shared_prefix(cached: list[object], encoded: list[Encoded]) -> int:
-    """Tokens ``cached`` shares with the request: whole parts compared at once (in C), then
-    the first part that differs token by token."""
+def _shared_prefix(conversation: _Conversation, encoded: list[Encoded]) -> int:
+    """Tokens the conversation's cache shares with the request. The encoder hands back the
+    same object for an unchanged part, so those are passed by identity; from the first other
+    part on, the keys are compared: whole parts at once (in C), then token by token."""
+    length = conversation.cache.get_seq_length()
+    offset = first = 0
+    for old, new in zip(conversation.parts, encoded, strict=False):
+        if old is not new or offset + len(new.key) > length:
+            break
+        offset, first = offset + len(new.key), first + 1
+    cached, shared = conversation.cached_key(first, offset), 0
+    for part in encoded[first:]:
+        end = shared + len(part.key)
+        if cached[shared:end] != part.key:
+            return offset + shared + common_prefix(cached[shared:end], part.key)
+        shared = end
+    return offset + shared
+
+
+def _ids_from(encoded: list[Encoded], start: int) -> list[int]:
+    """The request's token ids from ``start`` on."""
     offset = 0
-    for part in encoded:
-        end = offset + len(part.key)
-        if cached[offset:end] != part.key:
-            return offset + common_prefix(cached[offset:end], part.key)
-        offset = end
-    return offset
+    for index, part in enumerate(encoded):
+        if offset + len(part.ids) > start:
+            rest = (later.ids for later in encoded[index + 1 :])
+            return list(chain(part.ids[start - offset :], *rest))
+        offset += len(part.ids)
+    return []
 
 
 def _passes(encoded: list[Encoded], reuse: int, stop: int) -> list[tuple[int, int, int | None]]:

@@ -109,10 +109,14 @@ class PartEncoder:
             has_media=bool(part.media),
         )
         with self._memo:
-            _remember(self._parts, part_id(part), encoded, PART_MEMO_SIZE)
+            # a part met again for its media keeps its first encoding: the engine tells an
+            # unchanged part by identity
+            known = _recall(self._parts, part_id(part))
+            if known is None:
+                _remember(self._parts, part_id(part), encoded, PART_MEMO_SIZE)
             if part.media:
                 _remember(self._media, part_id(part), media, MEDIA_MEMO_SIZE)
-        return encoded, media
+        return known or encoded, media
 
 
 def _recall(memo: OrderedDict[tuple[object, ...], T], part_id: tuple[object, ...]) -> T | None:
