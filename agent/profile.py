@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from audio.language import base_language
 from prompts import load_prompt, read_prompt_file
 
 from .engines import ENGINES
@@ -60,6 +61,19 @@ class LiteEngineSettings(_Section):
     faster-whisper size in the local cache, or a CTranslate2 folder."""
     stt_language: str = "en"
     """"" = told apart on each turn (needs a multilingual model)."""
+    stt_languages: list[str] = []
+    """With stt_language "": what a turn may be heard as ([] = any language Whisper knows)."""
+
+    @field_validator("stt_languages")
+    @classmethod
+    def _whisper_knows(cls, codes: list[str]) -> list[str]:
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+        codes = [base_language(code) for code in codes]
+        if unknown := [code for code in codes if code not in _LANGUAGE_CODES]:
+            raise ValueError(f"Whisper knows no language {', '.join(map(repr, unknown))}")
+        return codes
+
     llm_model: str = ""
     llm_gguf_file: str = ""
     llm_runtime: Literal["llama.cpp", "transformers"] = "llama.cpp"

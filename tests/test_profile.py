@@ -38,6 +38,10 @@ def test_a_profile_file_can_override_any_part(tmp_path):
         ('name = "x"\nprompt = "desktop"\n[endpointing]\nmax_delay = 1e9\n', "less than or"),
         ('name = "x"\n', "either prompt"),
         ('name = "x"\nprompt = "desktop"\nprompt_file = "a.txt"\n', "either prompt"),
+        (
+            'name = "x"\nprompt = "desktop"\n[lite]\nstt_languages = ["en", "xx"]\n',
+            "no language 'xx'",
+        ),
     ],
     ids=[
         "unknown-key",
@@ -50,6 +54,7 @@ def test_a_profile_file_can_override_any_part(tmp_path):
         "out-of-range",
         "no-prompt",
         "two-prompts",
+        "unknown-heard-language",
     ],
 )
 def test_mistakes_in_a_profile_are_named(tmp_path, text, message):

@@ -39,7 +39,13 @@ async def load(
     profile: Profile, instructions: str, tools: list[llm.Tool | llm.Toolset]
 ) -> LiteModels:
     lite = profile.lite
-    stt = FasterWhisperSTT(FasterWhisperOptions(model=lite.stt_model, language=lite.stt_language))
+    stt = FasterWhisperSTT(
+        FasterWhisperOptions(
+            model=lite.stt_model,
+            language=lite.stt_language,
+            languages=tuple(lite.stt_languages),
+        )
+    )
     model = LocalLLM(
         LocalLLMOptions(
             model=lite.llm_model,

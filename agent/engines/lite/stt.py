@@ -71,6 +71,9 @@ class FasterWhisperOptions:
     in the local cache, or a CTranslate2 folder."""
     language: str = "en"
     """"" = tell each turn's language apart (a multilingual model)."""
+    languages: tuple[str, ...] = ()
+    """What a turn told apart may be heard as (() = any of Whisper's 99): a half-second cut
+    of English was once heard as Greek."""
     device: str = "cpu"
     compute_type: str = "int8"
     beam_size: int = 1
@@ -169,7 +172,8 @@ class FasterWhisperSTT(stt.STT):
         encoded = model.encode(features)
         language = self._opts.language
         if not language:
-            language = str(model.model.detect_language(encoded)[0][0][0])[2:-2]
+            ranked = model.model.detect_language(encoded)[0]
+            language = self._likeliest([(str(token)[2:-2], p) for token, p in ranked])
         decoding = self._decoding(language)
         budget = int(TOKENS_PER_S * clip_s) + EXTRA_TOKENS
         result = model.model.generate(
@@ -194,16 +198,24 @@ class FasterWhisperSTT(stt.STT):
     def _transcribe_long(self, audio: np.ndarray) -> Heard:
         """faster-whisper's own loop, in 30 s windows."""
         assert self._model is not None
+        language = self._opts.language
+        if not language and self._opts.languages:
+            language = self._likeliest(self._model.detect_language(audio)[2])
         segments, info = self._model.transcribe(
             audio,
-            language=self._opts.language or None,
+            language=language or None,
             beam_size=self._opts.beam_size,
             without_timestamps=True,
             condition_on_previous_text=False,
             vad_filter=False,
         )
         text = " ".join(s.text.strip() for s in segments).strip()
-        return Heard(text, self._opts.language or info.language)
+        return Heard(text, language or info.language)
+
+    def _likeliest(self, ranked: list[tuple[str, float]]) -> str:
+        """The likeliest of the options' languages, from all Whisper's, likeliest first."""
+        allowed = self._opts.languages
+        return next((code for code, _ in ranked if not allowed or code in allowed), ranked[0][0])
 
     async def _recognize_impl(
         self,
