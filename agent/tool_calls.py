@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from livekit.agents.utils import aio
+
 # closing tag as Phi-4 spells it, as llama.cpp's parser spells it, or missing at the end
 TAGGED = re.compile(r"<\|?tool_call\|?>(.*?)(?:<\|?/tool_call\|?>|</\|tool_call\|>|$)", re.DOTALL)
 FUNCTOOLS = re.compile(r"functools(\[.*\])", re.DOTALL)
@@ -137,24 +139,21 @@ async def relay_reply(
     reported and answered with a short apology instead.
     """
     loop = asyncio.get_running_loop()
-    pieces: asyncio.Queue[str] = asyncio.Queue()
+    pieces: aio.Chan[str] = aio.Chan()
     calls_filter = ToolCallFilter()
 
     def hand_over(text: str) -> None:  # called on the worker thread
-        loop.call_soon_threadsafe(pieces.put_nowait, text)
+        loop.call_soon_threadsafe(pieces.send_nowait, text)
 
     run = asyncio.ensure_future(start(hand_over))
+    # the worker's last piece is queued before its result, so the channel closes after it
+    run.add_done_callback(lambda _: pieces.close())
     try:
-        while not (run.done() and pieces.empty()):
-            getter = asyncio.ensure_future(pieces.get())
-            await asyncio.wait({getter, run}, return_when=asyncio.FIRST_COMPLETED)
-            if not getter.done():
-                getter.cancel()
-                continue
-            say(calls_filter.push(getter.result()))
-        result = run.result()
+        async for piece in pieces:
+            say(calls_filter.push(piece))
     finally:
         cancelled.set()
+    result = run.result()
     try:
         tail, calls = calls_filter.finish()
         if made_up := [call.name for call in calls if call.name not in offered]:
