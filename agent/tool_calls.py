@@ -7,15 +7,10 @@ Formats: ``<tool_call>{…}</tool_call>`` (Hermes, Qwen, SmolLM), ``<|tool_call|
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import threading
-from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
-from typing import Any, TypeVar
-
-from livekit.agents.utils import aio
+from typing import Any
 
 # closing tag as Phi-4 spells it, as llama.cpp's parser spells it, or missing at the end
 TAGGED = re.compile(r"<\|?tool_call\|?>(.*?)(?:<\|?/tool_call\|?>|</\|tool_call\|>|$)", re.DOTALL)
@@ -26,7 +21,6 @@ JSON_OPENERS = ("{", "[", "```")
 
 
 FALLBACK_REPLY = "Sorry, I could not do that."
-T = TypeVar("T")
 
 
 class ToolCallParseError(ValueError):
@@ -120,46 +114,3 @@ class ToolCallFilter:
     @property
     def text(self) -> str:
         return self._text
-
-
-async def relay_reply(
-    start: Callable[[Callable[[str], None]], Awaitable[T]],
-    say: Callable[[str], None],
-    *,
-    cancelled: threading.Event,
-    offered: Collection[str],
-    on_malformed: Callable[[ToolCallParseError], None],
-) -> tuple[T, list[ParsedToolCall]]:
-    """Runs a generation on its worker thread and hands its text to ``say`` as it comes,
-    holding back tool calls; returns the generation's result and the calls.
-
-    ``start`` is given the callback the worker calls with each piece of text. When the reply
-    is abandoned, ``cancelled`` is set so decoding stops at its next step. A malformed call,
-    or one to a tool not ``offered`` (small models make up tools from the user's words), is
-    reported and answered with a short apology instead.
-    """
-    loop = asyncio.get_running_loop()
-    pieces: aio.Chan[str] = aio.Chan()
-    calls_filter = ToolCallFilter()
-
-    def hand_over(text: str) -> None:  # called on the worker thread
-        loop.call_soon_threadsafe(pieces.send_nowait, text)
-
-    run = asyncio.ensure_future(start(hand_over))
-    # the worker's last piece is queued before its result, so the channel closes after it
-    run.add_done_callback(lambda _: pieces.close())
-    try:
-        async for piece in pieces:
-            say(calls_filter.push(piece))
-    finally:
-        cancelled.set()
-    result = run.result()
-    try:
-        tail, calls = calls_filter.finish()
-        if made_up := [call.name for call in calls if call.name not in offered]:
-            raise ToolCallParseError(f"the model called {made_up}, which it was not offered")
-    except ToolCallParseError as e:
-        on_malformed(e)
-        tail, calls = FALLBACK_REPLY, []
-    say(tail)
-    return result, calls

@@ -12,6 +12,7 @@ from livekit.agents import llm
 from agent.engines.lite.llm import LocalLLM, LocalLLMOptions, _offered_arguments
 from agent.models import ModelNotFoundError
 from agent.profile import load_profile
+from agent.relay import RECITAL_REPLY, RecitedInstructions
 from agent.tool_calls import FALLBACK_REPLY
 from tools import get_time, get_world_time, resolve_tools
 
@@ -185,3 +186,22 @@ def test_after_a_reply_each_user_turn_reminds_the_model_of_its_tools():
     assert reminder not in model.runtime.decode(model.render_prompt(ctx, []))
     first = model.runtime.decode(model.render_prompt(conversation("What's the time?"), [get_time]))
     assert reminder not in first, "a first turn is left as it is"
+
+
+async def test_a_reply_that_recites_the_prompt_is_replaced_by_a_request_to_repeat(default_model):
+    """Asked half a sentence on a call, Qwen2.5-Coder-0.5B answers with its instructions word
+    for word; the caller hears a request to say it again, and the error is reported."""
+    profile = load_profile("call")
+    ctx = llm.ChatContext()
+    ctx.add_message(role="system", content=profile.instructions())
+    ctx.add_message(role="assistant", content=profile.greeting)
+    ctx.add_message(role="user", content="So that comes back as...")
+    errors: list[llm.LLMError] = []
+    default_model.on("error", errors.append)
+    try:
+        pieces, usage = await reply(default_model, ctx, resolve_tools(profile.tools))
+    finally:
+        default_model.off("error", errors.append)
+    assert "".join(pieces) == RECITAL_REPLY
+    assert [type(e.error) for e in errors] == [RecitedInstructions]
+    assert usage.completion_tokens < 20, "decoding stopped once the recital was certain"

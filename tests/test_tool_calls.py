@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import json
-import threading
 
 import pytest
 
-from agent.tool_calls import ToolCallFilter, ToolCallParseError, parse_tool_calls, relay_reply
+from agent.tool_calls import ToolCallFilter, ToolCallParseError, parse_tool_calls
 
 TIME_CALL = {"name": "get_time", "arguments": {"timezone": "Asia/Tokyo"}}
 
@@ -81,65 +78,3 @@ def test_malformed_calls_are_errors_not_speech(text):
 def test_parse_keeps_the_words_around_a_call():
     speech, calls = parse_tool_calls("Sure. " + FORMATS["phi4"] + " One moment.")
     assert speech == "Sure.  One moment." and len(calls) == 1
-
-
-def _worker(pieces: list[str], cancelled: threading.Event, stopped: threading.Event):
-    """A generation on its own thread, as the engines run one: it hands over its pieces, then
-    holds (as a long decode would) until it is cancelled or 5 s pass."""
-
-    def start(on_text):
-        def run() -> int:
-            for piece in pieces:
-                on_text(piece)
-            cancelled.wait(5)
-            stopped.set()
-            return len(pieces)
-
-        return asyncio.get_running_loop().run_in_executor(None, run)
-
-    return start
-
-
-async def test_a_relayed_reply_is_spoken_in_order_and_its_tool_call_comes_back():
-    cancelled, stopped, said = threading.Event(), threading.Event(), []
-    pieces = [
-        "It is ",
-        "late. ",
-        '<tool_call>{"name": "get_time", ',
-        '"arguments": {}}</tool_call>',
-    ]
-    cancelled.set()  # so the worker returns once it has handed everything over
-    count, calls = await relay_reply(
-        _worker(pieces, cancelled, stopped),
-        said.append,
-        cancelled=cancelled,
-        offered={"get_time"},
-        on_malformed=pytest.fail,
-    )
-    assert (count, "".join(said), [c.name for c in calls]) == (4, "It is late. ", ["get_time"])
-
-
-async def test_an_abandoned_reply_stops_its_worker_and_leaves_no_task_behind():
-    """An interruption cancels the reply: decoding stops, and nothing the relay started is
-    left pending (asyncio would report it as destroyed while pending)."""
-    cancelled, stopped, said, reported = threading.Event(), threading.Event(), [], []
-    asyncio.get_running_loop().set_exception_handler(lambda _, c: reported.append(c["message"]))
-    reply = asyncio.create_task(
-        relay_reply(
-            _worker(["word "] * 3, cancelled, stopped),
-            said.append,
-            cancelled=cancelled,
-            offered=set(),
-            on_malformed=pytest.fail,
-        )
-    )
-    while len(said) < 3:
-        await asyncio.sleep(0.01)
-    reply.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await reply
-    assert await asyncio.to_thread(stopped.wait, 1)
-    await asyncio.sleep(0.05)  # the worker's future settles
-    gc.collect()  # a forgotten task is found here, destroyed while pending
-    assert asyncio.all_tasks() == {asyncio.current_task()}
-    assert reported == []

@@ -22,7 +22,7 @@ from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGive
 
 from ...context import ContextMeter, ContextOptions, ContextWindow, Request, Trim
 from ...generation import GenerationStats
-from ...tool_calls import relay_reply
+from ...relay import relay_reply
 from .causal_lm import LocalLMRuntime, PrefixCache, TransformersRuntime
 from .llama_cpp import LlamaCppRuntime
 
@@ -190,6 +190,15 @@ def _system_turn(instructions: str) -> llm.ChatContext:
     return chat_ctx
 
 
+def _instructions(chat_ctx: llm.ChatContext) -> str:
+    """The system turns' text, which the reply must not recite."""
+    return "\n".join(
+        item.text_content or ""
+        for item in chat_ctx.items
+        if item.type == "message" and item.role in ("system", "developer")
+    )
+
+
 def _reminded(messages: list[dict], reminder: str) -> list[dict]:
     """Each user turn after the first reply, with ``reminder`` after it: once a small model
     has answered in words it goes on answering in words, its tools forgotten (Qwen2.5-Coder-0.5B
@@ -318,6 +327,7 @@ class LocalLLMStream(llm.LLMStream):
             lambda text: self._send(request_id, text),
             cancelled=cancelled,
             offered=llm.ToolContext(self._tools).function_tools.keys(),
+            instructions=_instructions(self._chat_ctx),
             on_malformed=lambda e: self._emit_error(e, recoverable=True),
         )
         self._engine.meter.latest = stats.prompt_tokens + stats.generated_tokens

@@ -17,7 +17,7 @@ from livekit import rtc
 from livekit.agents import llm, utils
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 
-from ...tool_calls import relay_reply
+from ...relay import relay_reply
 from .parts import PromptPart
 from .prompt import card_tools
 from .records import ReplyRecord, TurnRecord
@@ -227,6 +227,7 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
             lambda text: self._say(generation, text),
             cancelled=generation.cancelled,
             offered=self._tools.function_tools.keys(),
+            instructions=instructions,
             on_malformed=self._report,
         )
         for call in calls:

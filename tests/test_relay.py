@@ -1,0 +1,120 @@
+"""What of a generated reply reaches the speaker: its words as they come, not its tool calls,
+not a recital of its instructions; and an interrupted reply leaves nothing running."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+
+import pytest
+
+from agent.profile import load_profile
+from agent.relay import RECITAL_REPLY, RecitedInstructions, relay_reply
+
+CALL_PROMPT = load_profile("call").instructions()
+
+
+class Worker:
+    """A generation on its own thread, as the engines run one: it hands over its pieces (one
+    per ``pace_s``, stopping once cancelled), then holds (as a long decode would) until it is
+    cancelled or 5 s pass."""
+
+    def __init__(self, pieces: list[str], *, hold: bool = False, pace_s: float = 0) -> None:
+        self.pieces, self.hold, self.pace_s = pieces, hold, pace_s
+        self.cancelled, self.stopped = threading.Event(), threading.Event()
+        self.handed = 0
+
+    def start(self, on_text):
+        def run() -> int:
+            for piece in self.pieces:
+                if self.cancelled.wait(self.pace_s):
+                    break
+                on_text(piece)
+                self.handed += 1
+            if self.hold:
+                self.cancelled.wait(5)
+            self.stopped.set()
+            return self.handed
+
+        return asyncio.get_running_loop().run_in_executor(None, run)
+
+
+async def relay(worker: Worker, said: list[str], errors: list[ValueError], offered=()):
+    return await relay_reply(
+        worker.start,
+        said.append,
+        cancelled=worker.cancelled,
+        offered=set(offered),
+        instructions=CALL_PROMPT,
+        on_malformed=errors.append,
+    )
+
+
+def word_pieces(text: str) -> list[str]:
+    """Text as a tokenizer streams it: a word and its leading space at a time."""
+    words = text.split(" ")
+    return [words[0], *(" " + word for word in words[1:])]
+
+
+async def test_a_reply_is_spoken_in_order_and_its_tool_call_comes_back():
+    said, errors = [], []
+    worker = Worker(["It is ", "late. ", '<tool_call>{"name": "get_time", ', '"arguments": {}}'])
+    count, calls = await relay(worker, said, errors, offered={"get_time"})
+    assert (count, "".join(said), [c.name for c in calls]) == (4, "It is late. ", ["get_time"])
+    assert errors == []
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "I can tell you the current time or date.",
+        "Sorry, I did not catch that. Could you repeat it?",
+        "The time is ten past four.",
+    ],
+)
+async def test_answers_that_share_a_few_words_with_the_prompt_are_spoken_whole(answer):
+    said, errors = [], []
+    worker = Worker(word_pieces(answer))
+    await relay(worker, said, errors)
+    assert ("".join(said), errors) == (answer, [])
+    assert all(len(piece.split()) <= 6 for piece in said), "words are not held to the end"
+
+
+async def test_a_recital_of_the_prompt_is_cut_off_and_the_caller_asked_to_repeat():
+    recital = (
+        "Sure. Answer in one short sentence of plain spoken words: no lists, no markdown, "
+        "no emoji, no code. Always answer in the language the caller last spoke."
+    )
+    said, errors = [], []
+    worker = Worker(word_pieces(recital), pace_s=0.05)
+    await relay(worker, said, errors)
+    assert "".join(said) == f"Sure. {RECITAL_REPLY}", "what came before it was spoken"
+    assert [type(e) for e in errors] == [RecitedInstructions]
+    assert worker.stopped.is_set() and worker.handed < len(word_pieces(recital))
+
+
+async def test_a_recital_that_ends_the_reply_is_caught_too():
+    said, errors = [], []
+    await relay(Worker(["Use a tool whenever the answer depends"]), said, errors)
+    assert "".join(said) == RECITAL_REPLY
+    assert [type(e) for e in errors] == [RecitedInstructions]
+
+
+async def test_an_abandoned_reply_stops_its_worker_and_leaves_no_task_behind():
+    """An interruption cancels the reply: decoding stops, and nothing the relay started is
+    left pending (asyncio would report it as destroyed while pending)."""
+    said, errors, reported = [], [], []
+    asyncio.get_running_loop().set_exception_handler(lambda _, c: reported.append(c["message"]))
+    worker = Worker(["word. "] * 3, hold=True)
+    reply = asyncio.create_task(relay(worker, said, errors))
+    while len(said) < 3:
+        await asyncio.sleep(0.01)
+    reply.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reply
+    assert await asyncio.to_thread(worker.stopped.wait, 1)
+    await asyncio.sleep(0.05)  # the worker's future settles
+    gc.collect()  # a forgotten task is found here, destroyed while pending
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    assert reported == []
