@@ -15,10 +15,11 @@ from livekit.agents import llm
 from PIL import Image
 
 from agent.context import ContextMeter, ContextOptions, Trim
-from agent.engines.phi4mm.engine import PASS_TOKENS, Phi4MMEngine, Phi4MMOptions
+from agent.engines.phi4mm.engine import Phi4MMEngine, Phi4MMOptions
 from agent.engines.phi4mm.kv_cache import RoomyLayer
 from agent.engines.phi4mm.parts import Media, PromptPart
 from agent.engines.phi4mm.prompt import IMAGE_NOTE
+from agent.engines.phi4mm.reuse import PASS_TOKENS
 from agent.engines.phi4mm.turn_media import adapter_for
 from agent.engines.phi4mm.window import PromptWindow
 from audio import load_audio

@@ -16,15 +16,13 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from itertools import chain
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
-from transformers import DynamicCache
 
-from ...generation import GenerationStats, common_prefix, streaming_kwargs
+from ...generation import GenerationStats, streaming_kwargs
 from .checkpoint import (
     DEFAULT_MODEL,
     DEFAULT_REVISION,
@@ -34,11 +32,10 @@ from .checkpoint import (
 )
 from .kv_cache import conversation_cache
 from .parts import Encoded, Media, PartEncoder, PromptPart
+from .reuse import Conversation, ids_from, part_boundary, passes, shared_prefix
 
 Adapter = Literal["speech", "vision"] | None
 ASR_PROMPT = "Transcribe the audio clip into text."
-PASS_TOKENS = 1024
-"""Most text tokens prefilled in one pass."""
 
 
 @dataclass(frozen=True)
@@ -55,27 +52,12 @@ class Phi4MMOptions:
 
 
 @dataclass
-class _Conversation:
-    cache: DynamicCache
-    long_rope: bool
-    parts: list[Encoded] = field(default_factory=list)
-    """The request the cache was last filled for, part by part."""
-    reply: list[int] = field(default_factory=list)
-    """What was generated after it."""
-
-    def cached_key(self, first: int, offset: int) -> list[object]:
-        """The cache's token keys from part ``first`` (token ``offset``) on."""
-        key = list(chain.from_iterable(part.key for part in self.parts[first:])) + self.reply
-        return key[: self.cache.get_seq_length() - offset]
-
-
-@dataclass
 class _Request:
     parts: Sequence[PromptPart]
     encoded: list[Encoded]
     length: int
     slot: tuple[str, Adapter]
-    conversation: _Conversation
+    conversation: Conversation
     reuse: int
     """Prompt tokens whose keys and values come from the cache."""
     new_ids: list[int]
@@ -87,7 +69,7 @@ class Phi4MMEngine:
         self.options = options or Phi4MMOptions()
         self._loaded: LoadedModel | None = None
         self._encoder: PartEncoder | None = None
-        self._conversations: OrderedDict[tuple[str, Adapter], _Conversation] = OrderedDict()
+        self._conversations: OrderedDict[tuple[str, Adapter], Conversation] = OrderedDict()
         """Least recently used first."""
         self._adapter: Adapter = None
         """The adapter the model runs with: the engine alone switches it (loading leaves both
@@ -205,15 +187,15 @@ class Phi4MMEngine:
         conversation = self._conversations.get(slot)
         reuse = 0
         if conversation is not None and conversation.long_rope == long_rope:
-            reuse = min(_shared_prefix(conversation, encoded), length - 1)
+            reuse = min(shared_prefix(conversation, encoded), length - 1)
         else:
-            conversation = _Conversation(conversation_cache(self.loaded.model.config), long_rope)
+            conversation = Conversation(conversation_cache(self.loaded.model.config), long_rope)
             self._conversations[slot] = conversation
         self._conversations.move_to_end(slot)
-        reuse = _part_boundary(encoded, reuse)
+        reuse = part_boundary(encoded, reuse)
         conversation.cache.crop(reuse - conversation.cache.get_seq_length())
         self._activate(adapter)
-        new_ids = _ids_from(encoded, reuse)
+        new_ids = ids_from(encoded, reuse)
         return _Request(parts, encoded, length, slot, conversation, reuse, new_ids)
 
     @contextlib.contextmanager
@@ -261,7 +243,7 @@ class Phi4MMEngine:
         model, logits = self.loaded.model, None
         cache = request.conversation.cache
         with torch.inference_mode(), self._rope(request.conversation.long_rope):
-            for begin, end, with_media in _passes(request.encoded, request.reuse, stop):
+            for begin, end, with_media in passes(request.encoded, request.reuse, stop):
                 new = request.new_ids[begin - request.reuse : end - request.reuse]
                 ids = torch.tensor([new], device=self.loaded.device)
                 media = (
@@ -353,69 +335,3 @@ class Phi4MMEngine:
             yield
         finally:
             rotary.original_inv_freq = short
-
-
-def _shared_prefix(conversation: _Conversation, encoded: list[Encoded]) -> int:
-    """Tokens the conversation's cache shares with the request. The encoder hands back the
-    same object for an unchanged part, so those are passed by identity; from the first other
-    part on, the keys are compared: whole parts at once (in C), then token by token."""
-    length = conversation.cache.get_seq_length()
-    offset = first = 0
-    for old, new in zip(conversation.parts, encoded, strict=False):
-        if old is not new or offset + len(new.key) > length:
-            break
-        offset, first = offset + len(new.key), first + 1
-    cached, shared = conversation.cached_key(first, offset), 0
-    for part in encoded[first:]:
-        end = shared + len(part.key)
-        if cached[shared:end] != part.key:
-            return offset + shared + common_prefix(cached[shared:end], part.key)
-        shared = end
-    return offset + shared
-
-
-def _ids_from(encoded: list[Encoded], start: int) -> list[int]:
-    """The request's token ids from ``start`` on."""
-    offset = 0
-    for index, part in enumerate(encoded):
-        if offset + len(part.ids) > start:
-            rest = (later.ids for later in encoded[index + 1 :])
-            return list(chain(part.ids[start - offset :], *rest))
-        offset += len(part.ids)
-    return []
-
-
-def _passes(encoded: list[Encoded], reuse: int, stop: int) -> list[tuple[int, int, int | None]]:
-    """Prefill passes as (begin, end, the part whose media go in). A pass holds one part with
-    media at most, so two parts' clips are never encoded together, and a new part starts a
-    pass once ``PASS_TOKENS`` are reached, which bounds its mask (tokens x history); text
-    alone is cut there too. ``reuse`` never falls inside a part with media."""
-    passes: list[tuple[int, int, int | None]] = []
-    begin, offset, media = reuse, 0, None
-    for index, part in enumerate(encoded):
-        start, offset = offset, offset + len(part.ids)
-        end = min(offset, stop)
-        if begin >= end:
-            continue
-        second_media = part.has_media and media is not None
-        if begin < start and (second_media or end - begin > PASS_TOKENS):
-            passes.append((begin, start, media))
-            begin, media = start, None
-        if part.has_media:
-            media = index
-        while media is None and end - begin > PASS_TOKENS:
-            passes.append((begin, begin + PASS_TOKENS, None))
-            begin += PASS_TOKENS
-    if begin < stop:
-        passes.append((begin, stop, media))
-    return passes
-
-
-def _part_boundary(encoded: list[Encoded], reuse: int) -> int:
-    """Cut reuse back to the start of a media-bearing part it ends inside."""
-    offset = 0
-    for part in encoded:
-        if offset < reuse < offset + len(part.ids) and part.has_media:
-            return offset
-        offset += len(part.ids)
-    return reuse
