@@ -19,6 +19,8 @@ from agent.engines.phi4mm.realtime import Phi4MMRealtimeModel
 from agent.engines.phi4mm.turn_audio import ENCODER_WINDOW_S, TurnAudio
 from agent.engines.phi4mm.turn_media import adapter_for
 from agent.generation import GenerationStats
+from agent.profile import load_profile
+from agent.relay import RECITAL_REPLY, RecitedInstructions
 from agent.tool_calls import FALLBACK_REPLY
 from audio import load_audio
 from audio.pcm import samples_to_frame
@@ -181,6 +183,21 @@ async def test_a_malformed_call_gets_a_spoken_apology_and_an_error_event():
     text, calls = await reply_of(session)
     assert text == FALLBACK_REPLY and calls == []
     assert len(errors) == 1 and errors[0].recoverable
+    await session.aclose()
+
+
+async def test_a_reply_that_recites_the_instructions_is_cut_off_on_this_engine_too():
+    instructions = load_profile("call").instructions()
+    model = Phi4MMRealtimeModel()
+    model.engine = ScriptedEngine(instructions.split("\n")[1])
+    session = model.session()
+    await session.update_instructions(instructions)
+    errors: list[llm.RealtimeModelError] = []
+    session.on("error", errors.append)
+    await spoken_turn(session)
+    text, calls = await reply_of(session)
+    assert text == RECITAL_REPLY and calls == []
+    assert [type(e.error) for e in errors] == [RecitedInstructions]
     await session.aclose()
 
 
