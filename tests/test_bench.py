@@ -30,6 +30,8 @@ def test_the_gpu_bench_script_runs_on_a_miniature_config(tmp_path):
     assert {"context_64", "context_256"} <= set(figures)
     assert figures["context_256"]["ttft_s"] > 0
     assert figures["context_256"]["adapter_switch_s"] > 0, "the other adapter's rebuild is timed"
+    assert figures["context_64"]["turn_vs_shortest"] == 1
+    assert figures["context_256"]["turn_vs_shortest"] > 0, "the 1.5x target is read off here"
 
 
 def test_the_context_bench_times_reuse_against_recompute_and_trims_a_long_run(tmp_path):
