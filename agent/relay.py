@@ -12,10 +12,11 @@ emoji."), so the recital is cut off once it is sure and the caller is asked to s
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import threading
 from collections.abc import Awaitable, Callable, Collection
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from livekit.agents.utils import aio
 
@@ -27,6 +28,7 @@ come up in honest answers ("the current time or date")."""
 RECITAL_REPLY = "Sorry, could you say that again?"
 WORD = re.compile(r"\w+(?:['’]\w+)*")
 T = TypeVar("T")
+logger = logging.getLogger("voice_agent")
 
 
 class RecitedInstructions(ValueError):
@@ -115,6 +117,9 @@ async def relay_reply(
             say(guard.push(calls_filter.push(piece)))
     except RecitedInstructions as e:
         recital = e
+    except asyncio.CancelledError:
+        run.add_done_callback(_log_failure)  # nobody waits for it now
+        raise
     finally:
         cancelled.set()
     result = await run
@@ -128,6 +133,11 @@ async def relay_reply(
         tail, calls = FALLBACK_REPLY, []
     say(tail)
     return result, calls
+
+
+def _log_failure(run: asyncio.Future[Any]) -> None:
+    if not run.cancelled() and (error := run.exception()) is not None:
+        logger.warning("an abandoned reply's generation failed: %s", error)
 
 
 def _rest(

@@ -20,8 +20,10 @@ class Worker:
     per ``pace_s``, stopping once cancelled), then holds (as a long decode would) until it is
     cancelled or 5 s pass."""
 
-    def __init__(self, pieces: list[str], *, hold: bool = False, pace_s: float = 0) -> None:
-        self.pieces, self.hold, self.pace_s = pieces, hold, pace_s
+    def __init__(
+        self, pieces: list[str], *, hold: bool = False, pace_s: float = 0, fail: bool = False
+    ) -> None:
+        self.pieces, self.hold, self.pace_s, self.fail = pieces, hold, pace_s, fail
         self.cancelled, self.stopped = threading.Event(), threading.Event()
         self.handed = 0
 
@@ -35,6 +37,8 @@ class Worker:
             if self.hold:
                 self.cancelled.wait(5)
             self.stopped.set()
+            if self.fail:
+                raise RuntimeError("out of memory")
             return self.handed
 
         return asyncio.get_running_loop().run_in_executor(None, run)
@@ -101,12 +105,14 @@ async def test_a_recital_that_ends_the_reply_is_caught_too():
     assert [type(e) for e in errors] == [RecitedInstructions]
 
 
-async def test_an_abandoned_reply_stops_its_worker_and_leaves_no_task_behind():
+@pytest.mark.parametrize("fail", [False, True], ids=["stops", "fails"])
+async def test_an_abandoned_reply_stops_its_worker_and_leaves_no_task_behind(fail, caplog):
     """An interruption cancels the reply: decoding stops, and nothing the relay started is
-    left pending (asyncio would report it as destroyed while pending)."""
+    left pending or unread (asyncio would report it as destroyed while pending, or its error
+    as never retrieved); a generation that fails after it is logged in one line."""
     said, errors, reported = [], [], []
     asyncio.get_running_loop().set_exception_handler(lambda _, c: reported.append(c["message"]))
-    worker = Worker(["word. "] * 3, hold=True)
+    worker = Worker(["word. "] * 3, hold=True, fail=fail)
     reply = asyncio.create_task(relay(worker, said, errors))
     while len(said) < 3:
         await asyncio.sleep(0.01)
@@ -118,3 +124,5 @@ async def test_an_abandoned_reply_stops_its_worker_and_leaves_no_task_behind():
     gc.collect()  # a forgotten task is found here, destroyed while pending
     assert asyncio.all_tasks() == {asyncio.current_task()}
     assert reported == []
+    failures = [r.getMessage() for r in caplog.records if "abandoned" in r.getMessage()]
+    assert failures == (["an abandoned reply's generation failed: out of memory"] if fail else [])
