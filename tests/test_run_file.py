@@ -80,7 +80,11 @@ def test_events_are_ordered_and_end_with_a_summary(jfk_run):
     summary = events[-1]
     assert summary["type"] == "summary"
     assert summary["counts"]["user_turn"] == sum(e["type"] == "user_turn" for e in events)
-    assert summary["counts"]["error"] == 0
+    # JFK's first words are no request: the 0.5B model may answer them with its own prompt,
+    # which is cut off and reported; nothing else may go wrong
+    errors = [e["message"] for e in events if e["type"] == "error"]
+    assert all(m.startswith("the model recited its instructions") for m in errors), errors
+    assert summary["counts"]["error"] == len(errors)
     assert summary["metrics"]["e2e_latency_s"]["median"] > 0
     # the live transcript printed what the events recorded
     assert "user:" in result.stdout and "agent:" in result.stdout
