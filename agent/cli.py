@@ -108,6 +108,7 @@ def _number_in(
 
 
 def _run_file(args: argparse.Namespace) -> int:
+    from .events import counts_line
     from .transports.file import OutputDirError, run_file
 
     profile = _profile(args)
@@ -125,11 +126,7 @@ def _run_file(args: argparse.Namespace) -> int:
         )
     except OutputDirError as e:
         raise UsageError(str(e)) from None
-    counts = result.summary["counts"]
-    print(
-        f"{counts['user_turn']} user turns, {counts['agent_reply']} replies, "
-        f"{counts['tool_call']} tool calls, {counts['error']} errors"
-    )
+    print(counts_line(result.summary["counts"]))
     print(f"wrote {result.out_dir}/agent.wav, conversation.wav and events.jsonl")
     if result.stopped_by is not None:
         print(f"stopped by {result.stopped_by.name}: the files end where it came")

@@ -37,6 +37,17 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
+def counts_line(counts: dict[str, int]) -> str:
+    """A session's counts as the summary line says them: "3 user turns, 1 reply, …"."""
+    nouns = [
+        ("user_turn", "user turn", "user turns"),
+        ("agent_reply", "reply", "replies"),
+        ("tool_call", "tool call", "tool calls"),
+        ("error", "error", "errors"),
+    ]
+    return ", ".join(f"{counts[k]} {one if counts[k] == 1 else many}" for k, one, many in nouns)
+
+
 def tool_calls(event: FunctionToolsExecutedEvent) -> list[dict[str, Any]]:
     """Each call of a batch with its result, as the event log and the MQTT bridge report it."""
     return [

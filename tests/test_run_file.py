@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from agent.events import counts_line
 from audio import load_audio
 from tests.conftest import SHARED_AUDIO, voice_agent
 
@@ -86,8 +87,14 @@ def test_events_are_ordered_and_end_with_a_summary(jfk_run):
     assert all(m.startswith("the model recited its instructions") for m in errors), errors
     assert summary["counts"]["error"] == len(errors)
     assert summary["metrics"]["e2e_latency_s"]["median"] > 0
-    # the live transcript printed what the events recorded
+    # the live transcript printed what the events recorded, and the counts end it
     assert "user:" in result.stdout and "agent:" in result.stdout
+    assert counts_line(summary["counts"]) in result.stdout
+
+
+def test_the_closing_counts_are_said_in_words():
+    counts = {"user_turn": 1, "agent_reply": 2, "tool_call": 0, "error": 1}
+    assert counts_line(counts) == "1 user turn, 2 replies, 0 tool calls, 1 error"
 
 
 def test_a_profiles_greeting_is_spoken_before_anything_else(tmp_path):
