@@ -193,6 +193,12 @@ class Profile(_Section):
         settings = self.engine_settings.model_copy(update={field: model})
         return self.model_copy(update={self.engine: settings})
 
+    def scripted_lines(self) -> tuple[str, ...]:
+        """What the agent says by script, which a reply must not recite: the greeting, and the
+        goodbye of a conversation with a time limit."""
+        goodbye = self.call.goodbye if self.call.max_s else ""
+        return tuple(line for line in (self.greeting, goodbye) if line)
+
     @model_validator(mode="after")
     def _one_prompt(self) -> Profile:
         if bool(self.prompt) == bool(self.prompt_file):

@@ -47,6 +47,8 @@ class RecitalGuard:
         }
         self._words = words
         self._held = ""
+        self._last = ""
+        """The last character spoken."""
 
     def push(self, text: str) -> str:
         """The text that can be spoken now; raises RecitedInstructions."""
@@ -60,7 +62,9 @@ class RecitalGuard:
             if tuple(found[-length:]) in self._runs:
                 hold_from = min(hold_from, words[-length].start())
                 break
+        hold_from = len(self._held[:hold_from].rstrip())  # a space waits for its word
         released, self._held = self._held[:hold_from], self._held[hold_from:]
+        self._last = released[-1:] or self._last
         return released
 
     def finish(self) -> str:
@@ -68,6 +72,13 @@ class RecitalGuard:
         self._check(list(WORD.finditer(self._held)))
         rest, self._held = self._held, ""
         return rest
+
+    def then(self, sentence: str) -> str:
+        """``sentence`` to follow what was spoken: after words cut off mid-sentence, as a
+        new sentence ("Hello, thank you. Sorry, could you say that again?")."""
+        if not self._last:
+            return sentence
+        return (". " if self._last.isalnum() else " ") + sentence
 
     def _check(self, words: list[re.Match[str]]) -> list[str]:
         found = [match.group().lower() for match in words]
@@ -89,7 +100,7 @@ async def relay_reply(
     *,
     cancelled: threading.Event,
     offered: Collection[str],
-    instructions: str,
+    own_words: str,
     on_malformed: Callable[[ValueError], None],
 ) -> tuple[T, list[ParsedToolCall]]:
     """Runs a generation on its worker thread and hands its text to ``say`` as it comes,
@@ -98,12 +109,13 @@ async def relay_reply(
     ``start`` is given the callback the worker calls with each piece of text. When the reply
     is abandoned, ``cancelled`` is set so decoding stops at its next step. A malformed call,
     or one to a tool not ``offered`` (small models make up tools from the user's words), is
-    reported and answered with a short apology instead; a recital of ``instructions`` is
-    reported, stopped, and the user asked to say it again.
+    reported and answered with a short apology instead; a recital of ``own_words`` (the
+    instructions, and what the agent says by script) is reported, stopped, and the user asked
+    to say it again.
     """
     loop = asyncio.get_running_loop()
     pieces: aio.Chan[str] = aio.Chan()
-    calls_filter, guard = ToolCallFilter(), RecitalGuard(instructions)
+    calls_filter, guard = ToolCallFilter(), RecitalGuard(own_words)
 
     def hand_over(text: str) -> None:  # called on the worker thread
         loop.call_soon_threadsafe(pieces.send_nowait, text)
@@ -127,10 +139,10 @@ async def relay_reply(
         tail, calls = _rest(calls_filter, guard, offered, recital)
     except RecitedInstructions as e:
         on_malformed(e)
-        tail, calls = RECITAL_REPLY, []
+        tail, calls = guard.then(RECITAL_REPLY), []
     except ToolCallParseError as e:
         on_malformed(e)
-        tail, calls = FALLBACK_REPLY, []
+        tail, calls = guard.then(FALLBACK_REPLY), []
     say(tail)
     return result, calls
 

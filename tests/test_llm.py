@@ -4,6 +4,7 @@ default model, Qwen2.5-Coder-0.5B, calling the kiosk's tools."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -205,3 +206,26 @@ async def test_a_reply_that_recites_the_prompt_is_replaced_by_a_request_to_repea
     assert "".join(pieces) == RECITAL_REPLY
     assert [type(e.error) for e in errors] == [RecitedInstructions]
     assert usage.completion_tokens < 20, "decoding stopped once the recital was certain"
+
+
+async def test_after_a_greeting_said_again_is_cut_off_the_next_question_is_answered(
+    default_model,
+):
+    """Answering a fragment, the 0.5B model says the call's greeting again; left in the
+    history, that greeting became its answer to every later question."""
+    profile = load_profile("call")
+    model = LocalLLM(
+        dataclasses.replace(default_model.options, scripted=profile.scripted_lines()),
+        runtime=default_model.runtime,
+    )
+    ctx = llm.ChatContext()
+    ctx.add_message(role="system", content=profile.instructions())
+    ctx.add_message(role="assistant", content=profile.greeting)
+    replies = []
+    for said in ("And so, my fellow Americans,", "What time is it now?"):
+        ctx.add_message(role="user", content=said)
+        pieces, _ = await reply(model, ctx, resolve_tools(profile.tools))
+        replies.append("".join(pieces))
+        ctx.add_message(role="assistant", content=replies[-1])
+    assert replies[0].endswith(RECITAL_REPLY)
+    assert "calling" not in replies[1] and "time" in replies[1].lower(), replies

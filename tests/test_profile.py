@@ -104,3 +104,9 @@ async def test_a_prompt_larger_than_the_model_reads_is_refused_before_it_is_read
     (tmp_path / "big.toml").write_text('name = "big"\nprompt_file = "big.txt"\n')
     with pytest.raises(ProfileError, match=r"the prompt and tools are [\d,]+ tokens.*32,768"):
         await SessionFactory.load(load_profile(str(tmp_path / "big.toml")))
+
+
+def test_the_lines_a_profile_scripts_are_its_greeting_and_a_timed_calls_goodbye():
+    call = load_profile("call")
+    assert call.scripted_lines() == (call.greeting, call.call.goodbye)
+    assert load_profile("desktop").scripted_lines() == ()

@@ -50,7 +50,7 @@ async def relay(worker: Worker, said: list[str], errors: list[ValueError], offer
         said.append,
         cancelled=worker.cancelled,
         offered=set(offered),
-        instructions=CALL_PROMPT,
+        own_words=CALL_PROMPT,
         on_malformed=errors.append,
     )
 
@@ -96,6 +96,24 @@ async def test_a_recital_of_the_prompt_is_cut_off_and_the_caller_asked_to_repeat
     assert "".join(said) == f"Sure. {RECITAL_REPLY}", "what came before it was spoken"
     assert [type(e) for e in errors] == [RecitedInstructions]
     assert worker.stopped.is_set() and worker.handed < len(word_pieces(recital))
+
+
+async def test_a_greeting_said_again_is_cut_off_as_a_sentence_of_its_own():
+    """The profile's greeting counts as the agent's own words: said again in answer to a
+    fragment, it taught the 0.5B model to answer every later question with it."""
+    said, errors = [], []
+    greeting = load_profile("call").greeting  # "Hello, thanks for calling. How can I help?"
+    worker = Worker(word_pieces("Hello, thank you for calling. How can I help?"), pace_s=0.02)
+    await relay_reply(
+        worker.start,
+        said.append,
+        cancelled=worker.cancelled,
+        offered=set(),
+        own_words=f"{CALL_PROMPT}\n{greeting}",
+        on_malformed=errors.append,
+    )
+    assert "".join(said) == f"Hello, thank you. {RECITAL_REPLY}"
+    assert [type(e) for e in errors] == [RecitedInstructions]
 
 
 async def test_a_recital_that_ends_the_reply_is_caught_too():

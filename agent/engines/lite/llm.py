@@ -52,6 +52,8 @@ class LocalLLMOptions:
     """Added to each user turn that follows a reply, when tools are offered ("" = none)."""
     device: str = "cpu"
     context: ContextOptions = field(default_factory=ContextOptions)
+    scripted: tuple[str, ...] = ()
+    """What the agent says by script (the greeting): a reply may not recite it."""
 
 
 class LocalLLM(llm.LLM):
@@ -327,7 +329,7 @@ class LocalLLMStream(llm.LLMStream):
             lambda text: self._send(request_id, text),
             cancelled=cancelled,
             offered=llm.ToolContext(self._tools).function_tools.keys(),
-            instructions=_instructions(self._chat_ctx),
+            own_words="\n".join([_instructions(self._chat_ctx), *self._engine.options.scripted]),
             on_malformed=lambda e: self._emit_error(e, recoverable=True),
         )
         self._engine.meter.latest = stats.prompt_tokens + stats.generated_tokens

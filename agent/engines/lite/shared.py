@@ -57,6 +57,7 @@ async def load(
             tool_answers=lite.tool_answers,
             tool_reminder=lite.tool_reminder,
             context=ContextOptions(**profile.context.model_dump()),
+            scripted=profile.scripted_lines(),
         )
     )
     await off_the_loop(stt.locate)

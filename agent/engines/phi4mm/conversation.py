@@ -227,7 +227,7 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
             lambda text: self._say(generation, text),
             cancelled=generation.cancelled,
             offered=self._tools.function_tools.keys(),
-            instructions=instructions,
+            own_words="\n".join([instructions, *self._model.scripted]),
             on_malformed=self._report,
         )
         for call in calls:

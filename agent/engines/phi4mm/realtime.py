@@ -41,6 +41,7 @@ class Phi4MMRealtimeModel(llm.RealtimeModel):
         worker: ThreadPoolExecutor | None = None,
         context: ContextOptions | None = None,
         vision: VisionOptions | None = None,
+        scripted: tuple[str, ...] = (),
     ) -> None:
         super().__init__(
             capabilities=llm.RealtimeCapabilities(
@@ -59,6 +60,8 @@ class Phi4MMRealtimeModel(llm.RealtimeModel):
         self.segmenter = segmenter
         self.context = context or ContextOptions()
         self.vision = vision or VisionOptions()
+        self.scripted = scripted
+        """What the agent says by script (the greeting): a reply may not recite it."""
         self.frame_note: FrameNote | None = None
         """Where the frame LiveKit pushes next comes from (told by the frame sampler)."""
         self.look_requested = False
@@ -76,6 +79,7 @@ class Phi4MMRealtimeModel(llm.RealtimeModel):
             worker=self._executor,
             context=self.context,
             vision=self.vision,
+            scripted=self.scripted,
         )
 
     @property

@@ -40,6 +40,7 @@ async def load(
         segmenter=WebRTCVADOptions(**profile.vad.model_dump()),
         context=ContextOptions(**profile.context.model_dump()),
         vision=vision_options(profile),
+        scripted=profile.scripted_lines(),
     )
     await off_the_loop(model.locate)
     logger.info("loading Phi-4-multimodal: %s", profile.phi4mm.model)
