@@ -32,7 +32,7 @@ logger = logging.getLogger("voice_agent")
 
 
 class RecitedInstructions(ValueError):
-    """The reply was the system prompt, word for word."""
+    """The reply recited the agent's own words: its prompt, or a line the profile scripts."""
 
 
 class RecitalGuard:
@@ -86,7 +86,9 @@ class RecitalGuard:
             tuple(found[i : i + self._words]) in self._runs
             for i in range(len(found) - self._words + 1)
         ):
-            raise RecitedInstructions(f"the model recited its instructions: {self._held[:120]!r}")
+            raise RecitedInstructions(
+                f"the model recited its prompt or script: {self._held[:120]!r}"
+            )
         return found
 
 
