@@ -20,12 +20,13 @@ from typing import Any, TypeVar
 
 from livekit.agents.utils import aio
 
-from .tool_calls import FALLBACK_REPLY, ParsedToolCall, ToolCallFilter, ToolCallParseError
+from prompts import apology
+
+from .tool_calls import ParsedToolCall, ToolCallFilter, ToolCallParseError
 
 RECITAL_WORDS = 6
 """Words in a row taken from the instructions that make a recital. The prompts' shorter runs
 come up in honest answers ("the current time or date")."""
-RECITAL_REPLY = "Sorry, could you say that again?"
 WORD = re.compile(r"\w+(?:['’]\w+)*")
 T = TypeVar("T")
 logger = logging.getLogger("voice_agent")
@@ -103,6 +104,7 @@ async def relay_reply(
     cancelled: threading.Event,
     offered: Collection[str],
     own_words: str,
+    language: str,
     on_malformed: Callable[[ValueError], None],
 ) -> tuple[T, list[ParsedToolCall]]:
     """Runs a generation on its worker thread and hands its text to ``say`` as it comes,
@@ -113,7 +115,7 @@ async def relay_reply(
     or one to a tool not ``offered`` (small models make up tools from the user's words), is
     reported and answered with a short apology instead; a recital of ``own_words`` (the
     instructions, and what the agent says by script) is reported, stopped, and the user asked
-    to say it again.
+    to say it again. Apologies are in ``language`` (the caller's, as last heard).
     """
     loop = asyncio.get_running_loop()
     pieces: aio.Chan[str] = aio.Chan()
@@ -141,10 +143,10 @@ async def relay_reply(
         tail, calls = _rest(calls_filter, guard, offered, recital)
     except RecitedInstructions as e:
         on_malformed(e)
-        tail, calls = guard.then(RECITAL_REPLY), []
+        tail, calls = guard.then(apology("repeat", language)), []
     except ToolCallParseError as e:
         on_malformed(e)
-        tail, calls = guard.then(FALLBACK_REPLY), []
+        tail, calls = guard.then(apology("failed", language)), []
     say(tail)
     return result, calls
 

@@ -8,7 +8,7 @@ barge-in back for an echo-canceller warm-up; here each of them is set, so a sess
 from __future__ import annotations
 
 import gc
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from livekit import rtc
 from livekit.agents import Agent, AgentSession, TurnHandlingOptions, llm
@@ -47,10 +47,17 @@ def _voice_options(profile: Profile) -> Pyttsx3Options:
     return Pyttsx3Options(voice.language, voice.rate, languages=tuple(voice.languages))
 
 
-def _heard(voice: Pyttsx3TTS, event: UserInputTranscribedEvent) -> None:
-    """A reply too short to tell its language is spoken in the caller's."""
+@runtime_checkable
+class Hears(Protocol):
+    def hear(self, language: str) -> None: ...
+
+
+def _heard(listeners: list[Hears], event: UserInputTranscribedEvent) -> None:
+    """A reply too short to tell its language is spoken in the caller's, and an apology is
+    said in it."""
     if event.is_final and event.language:
-        voice.hear(str(event.language))
+        for listener in listeners:
+            listener.hear(str(event.language))
 
 
 class ConversationSession(AgentSession[AgentServices]):
@@ -141,7 +148,10 @@ class SessionFactory:
             frame_sampler=FrameSampler(vision_options(profile)),
             **self.engine.plugins(),
         )
-        session.on("user_input_transcribed", lambda e: _heard(voice, e))
+        listeners: list[Hears] = [voice]
+        if isinstance(session.llm, Hears):
+            listeners.append(session.llm)
+        session.on("user_input_transcribed", lambda e: _heard(listeners, e))
         return session, Agent(instructions=self.instructions, tools=self.tools)
 
     async def aclose(self) -> None:

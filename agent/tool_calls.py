@@ -20,9 +20,6 @@ MARKERS = ("<tool_call>", "<|tool_call|>", "functools[")
 JSON_OPENERS = ("{", "[", "```")
 
 
-FALLBACK_REPLY = "Sorry, I could not do that."
-
-
 class ToolCallParseError(ValueError):
     """The model started a tool call but did not finish a valid one, or called a tool it was
     not offered."""

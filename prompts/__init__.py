@@ -1,4 +1,5 @@
-"""System prompts, one text file per profile, shipped with the package.
+"""System prompts, one text file per profile, and the agent's apologies, shipped with the
+package.
 
 A profile's ``prompt`` is a built-in name or the prompt's own text, and its ``prompt_file`` a
 path: a string is never guessed to be a file name.
@@ -6,8 +7,13 @@ path: a string is never guessed to be a file name.
 
 from __future__ import annotations
 
+import functools
+import tomllib
 from importlib import resources
 from pathlib import Path
+from typing import Literal
+
+from audio.language import base_language
 
 MAX_PROMPT_BYTES = 1 << 20
 """More than any model here can read (Phi-4-MM's 128K tokens are ~500 KB of text)."""
@@ -15,6 +21,22 @@ MAX_PROMPT_BYTES = 1 << 20
 
 class PromptError(LookupError):
     """The prompt named or given cannot be used; the message is meant for the user."""
+
+
+Apology = Literal["repeat", "failed"]
+
+
+@functools.cache
+def _apologies() -> dict[str, dict[str, str]]:
+    text = resources.files(__name__).joinpath("apologies.toml").read_text("utf-8")
+    return tomllib.loads(text)
+
+
+def apology(kind: Apology, language: str) -> str:
+    """What the agent says in place of a reply it cannot use, in ``language`` if it has it
+    (``pt-BR`` as ``pt``), else in English."""
+    apologies = _apologies()
+    return apologies.get(base_language(language), apologies["en"])[kind]
 
 
 def available_prompts() -> list[str]:

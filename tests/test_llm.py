@@ -13,8 +13,8 @@ from livekit.agents import llm
 from agent.engines.lite.llm import LocalLLM, LocalLLMOptions, _offered_arguments
 from agent.models import ModelNotFoundError
 from agent.profile import load_profile
-from agent.relay import RECITAL_REPLY, RecitedInstructions
-from agent.tool_calls import FALLBACK_REPLY
+from agent.relay import RecitedInstructions
+from prompts import apology
 from tools import get_time, get_world_time, resolve_tools
 
 SYSTEM = "You are a helpful voice assistant. Answer in one short sentence."
@@ -93,8 +93,12 @@ def test_a_past_tool_call_and_result_stay_in_the_history(smollm):
     assert prompt.index("tool_call") < prompt.index("Monday 10:00")
 
 
-def test_the_fallback_reply_is_short_and_spoken_english():
-    assert FALLBACK_REPLY.endswith(".") and len(FALLBACK_REPLY.split()) < 10
+@pytest.mark.parametrize("language", load_profile("call").voice.languages)
+def test_each_call_language_has_short_apologies(language):
+    for kind in ("repeat", "failed"):
+        text = apology(kind, language)
+        assert text != apology(kind, "en") or language == "en"
+        assert text[-1] in ".?。？" and len(text) < 60
 
 
 @pytest.mark.parametrize("runtime", ["llama.cpp", "transformers"])
@@ -203,7 +207,11 @@ async def test_a_reply_that_recites_the_prompt_is_replaced_by_a_request_to_repea
         pieces, usage = await reply(default_model, ctx, resolve_tools(profile.tools))
     finally:
         default_model.off("error", errors.append)
-    assert "".join(pieces) == RECITAL_REPLY
+    assert "".join(pieces) == apology("repeat", "en")
+    heard_spanish = default_model.fork()
+    heard_spanish.hear("es")
+    again, _ = await reply(heard_spanish, ctx, resolve_tools(profile.tools))
+    assert "".join(again) == "Perdón, ¿puede repetirlo?", "said in the caller's language"
     assert [type(e.error) for e in errors] == [RecitedInstructions]
     assert usage.completion_tokens < 20, "decoding stopped once the recital was certain"
 
@@ -227,5 +235,5 @@ async def test_after_a_greeting_said_again_is_cut_off_the_next_question_is_answe
         pieces, _ = await reply(model, ctx, resolve_tools(profile.tools))
         replies.append("".join(pieces))
         ctx.add_message(role="assistant", content=replies[-1])
-    assert replies[0].endswith(RECITAL_REPLY)
+    assert replies[0].endswith(apology("repeat", "en"))
     assert "calling" not in replies[1] and "time" in replies[1].lower(), replies

@@ -20,10 +20,10 @@ from agent.engines.phi4mm.turn_audio import ENCODER_WINDOW_S, TurnAudio
 from agent.engines.phi4mm.turn_media import adapter_for
 from agent.generation import GenerationStats
 from agent.profile import load_profile
-from agent.relay import RECITAL_REPLY, RecitedInstructions
-from agent.tool_calls import FALLBACK_REPLY
+from agent.relay import RecitedInstructions
 from audio import load_audio
 from audio.pcm import samples_to_frame
+from prompts import apology
 from tests.conftest import SHARED_AUDIO, voice_agent
 from tools import get_time
 
@@ -181,7 +181,7 @@ async def test_a_malformed_call_gets_a_spoken_apology_and_an_error_event():
     session.on("error", errors.append)
     await spoken_turn(session)
     text, calls = await reply_of(session)
-    assert text == FALLBACK_REPLY and calls == []
+    assert text == apology("failed", "en") and calls == []
     assert len(errors) == 1 and errors[0].recoverable
     await session.aclose()
 
@@ -196,7 +196,7 @@ async def test_a_reply_that_recites_the_instructions_is_cut_off_on_this_engine_t
     session.on("error", errors.append)
     await spoken_turn(session)
     text, calls = await reply_of(session)
-    assert text == RECITAL_REPLY and calls == []
+    assert text == apology("repeat", "en") and calls == []
     assert [type(e.error) for e in errors] == [RecitedInstructions]
     await session.aclose()
 
@@ -213,7 +213,7 @@ async def test_a_call_to_a_tool_it_was_not_offered_is_an_apology_not_livekits_er
     session.on("error", errors.append)
     await spoken_turn(session)
     text, calls = await reply_of(session)
-    assert text == FALLBACK_REPLY and calls == []
+    assert text == apology("failed", "en") and calls == []
     assert len(errors) == 1 and "country" in str(errors[0].error)
     await session.aclose()
 

@@ -10,9 +10,11 @@ import threading
 import pytest
 
 from agent.profile import load_profile
-from agent.relay import RECITAL_REPLY, RecitedInstructions, relay_reply
+from agent.relay import RecitedInstructions, relay_reply
+from prompts import apology
 
 CALL_PROMPT = load_profile("call").instructions()
+RECITAL_REPLY = apology("repeat", "en")
 
 
 class Worker:
@@ -44,13 +46,16 @@ class Worker:
         return asyncio.get_running_loop().run_in_executor(None, run)
 
 
-async def relay(worker: Worker, said: list[str], errors: list[ValueError], offered=()):
+async def relay(
+    worker: Worker, said: list[str], errors: list[ValueError], offered=(), language="en"
+):
     return await relay_reply(
         worker.start,
         said.append,
         cancelled=worker.cancelled,
         offered=set(offered),
         own_words=CALL_PROMPT,
+        language=language,
         on_malformed=errors.append,
     )
 
@@ -110,6 +115,7 @@ async def test_a_greeting_said_again_is_cut_off_as_a_sentence_of_its_own():
         cancelled=worker.cancelled,
         offered=set(),
         own_words=f"{CALL_PROMPT}\n{greeting}",
+        language="en",
         on_malformed=errors.append,
     )
     assert "".join(said) == f"Hello, thank you. {RECITAL_REPLY}"
@@ -121,6 +127,22 @@ async def test_a_recital_that_ends_the_reply_is_caught_too():
     await relay(Worker(["Use a tool whenever the answer depends"]), said, errors)
     assert "".join(said) == RECITAL_REPLY
     assert [type(e) for e in errors] == [RecitedInstructions]
+
+
+@pytest.mark.parametrize(
+    ("language", "reply", "apology_"),
+    [
+        ("es-ES", "Use a tool whenever the answer depends on live information", "repeat"),
+        ("de", '<tool_call>{"name": "country", "arguments": {}}</tool_call>', "failed"),
+        ("sv", "Use a tool whenever the answer depends on live information", "repeat"),
+    ],
+)
+async def test_an_apology_is_said_in_the_callers_language(language, reply, apology_):
+    """Spanish and German have their own; Swedish, which the apologies lack, gets English."""
+    said, errors = [], []
+    await relay(Worker([reply]), said, errors, offered={"get_time"}, language=language)
+    assert "".join(said) == apology(apology_, language) and len(errors) == 1
+    assert apology(apology_, "sv") == apology(apology_, "en")
 
 
 @pytest.mark.parametrize("fail", [False, True], ids=["stops", "fails"])
@@ -144,3 +166,21 @@ async def test_an_abandoned_reply_stops_its_worker_and_leaves_no_task_behind(fai
     assert reported == []
     failures = [r.getMessage() for r in caplog.records if "abandoned" in r.getMessage()]
     assert failures == (["an abandoned reply's generation failed: out of memory"] if fail else [])
+
+
+async def test_the_language_a_turn_was_heard_in_reaches_the_language_model():
+    """The recognizer tells each turn's language; the session hands it to the voice and to
+    the language model, whose apologies are said in it."""
+    from livekit.agents import UserInputTranscribedEvent
+
+    from agent.session import SessionFactory
+
+    factory = await SessionFactory.load(load_profile("call"))
+    try:
+        session, _ = factory.session()
+        assert session.llm.language == "en", "the voice's language until the caller is heard"
+        heard = UserInputTranscribedEvent(transcript="¿Qué hora es?", is_final=True, language="es")
+        session.emit("user_input_transcribed", heard)
+        assert session.llm.language == "es"
+    finally:
+        await factory.aclose()

@@ -54,6 +54,8 @@ class LocalLLMOptions:
     context: ContextOptions = field(default_factory=ContextOptions)
     scripted: tuple[str, ...] = ()
     """What the agent says by script (the greeting): a reply may not recite it."""
+    language: str = "en"
+    """The apologies' language until the caller is heard in one."""
 
 
 class LocalLLM(llm.LLM):
@@ -69,6 +71,8 @@ class LocalLLM(llm.LLM):
         self._cache = PrefixCache()
         self._window: ContextWindow | None = None
         self.meter = ContextMeter()
+        self.language = self._opts.language
+        """The caller's, as the recognizer last heard it: what an apology is said in."""
 
     @property
     def model(self) -> str:
@@ -88,6 +92,9 @@ class LocalLLM(llm.LLM):
 
     def locate(self) -> None:
         self._runtime.locate()
+
+    def hear(self, language: str) -> None:
+        self.language = language
 
     def load(self) -> None:
         """Load the weights now (blocking), so the first turn is not the one that waits."""
@@ -330,6 +337,7 @@ class LocalLLMStream(llm.LLMStream):
             cancelled=cancelled,
             offered=llm.ToolContext(self._tools).function_tools.keys(),
             own_words="\n".join([_instructions(self._chat_ctx), *self._engine.options.scripted]),
+            language=self._engine.language,
             on_malformed=lambda e: self._emit_error(e, recoverable=True),
         )
         self._engine.meter.latest = stats.prompt_tokens + stats.generated_tokens

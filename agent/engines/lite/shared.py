@@ -58,6 +58,7 @@ async def load(
             tool_reminder=lite.tool_reminder,
             context=ContextOptions(**profile.context.model_dump()),
             scripted=profile.scripted_lines(),
+            language=profile.voice.language,
         )
     )
     await off_the_loop(stt.locate)

@@ -228,6 +228,7 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
             cancelled=generation.cancelled,
             offered=self._tools.function_tools.keys(),
             own_words="\n".join([instructions, *self._model.scripted]),
+            language=self._model.language,
             on_malformed=self._report,
         )
         for call in calls:

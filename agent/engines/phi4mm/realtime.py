@@ -42,6 +42,7 @@ class Phi4MMRealtimeModel(llm.RealtimeModel):
         context: ContextOptions | None = None,
         vision: VisionOptions | None = None,
         scripted: tuple[str, ...] = (),
+        language: str = "en",
     ) -> None:
         super().__init__(
             capabilities=llm.RealtimeCapabilities(
@@ -62,6 +63,9 @@ class Phi4MMRealtimeModel(llm.RealtimeModel):
         self.vision = vision or VisionOptions()
         self.scripted = scripted
         """What the agent says by script (the greeting): a reply may not recite it."""
+        self.default_language = language
+        self.language = language
+        """The caller's, as last heard: what an apology is said in."""
         self.frame_note: FrameNote | None = None
         """Where the frame LiveKit pushes next comes from (told by the frame sampler)."""
         self.look_requested = False
@@ -80,7 +84,11 @@ class Phi4MMRealtimeModel(llm.RealtimeModel):
             context=self.context,
             vision=self.vision,
             scripted=self.scripted,
+            language=self.default_language,
         )
+
+    def hear(self, language: str) -> None:
+        self.language = language
 
     @property
     def model(self) -> str:

@@ -41,6 +41,7 @@ async def load(
         context=ContextOptions(**profile.context.model_dump()),
         vision=vision_options(profile),
         scripted=profile.scripted_lines(),
+        language=profile.voice.language,
     )
     await off_the_loop(model.locate)
     logger.info("loading Phi-4-multimodal: %s", profile.phi4mm.model)
