@@ -15,7 +15,10 @@ decode speed.
     .venv/bin/python bench/phi4mm.py gpu --smoke
         the same script on a miniature config, on the CPU, to check it still runs
 
-Nothing is downloaded: the tokenizer is the test suite's (real special-token ids).
+Nothing is downloaded: the tokenizer is the test suite's (real special-token ids). The gpu mode
+needs only PyTorch, transformers, peft and soundfile, none of the agent's other packages, so it
+runs on a stock PyTorch image (see README *Figures*); ``--speech`` names the 16 kHz recording
+to cut the turn from where the shared recordings are not beside the repository.
 """
 
 from __future__ import annotations
@@ -36,8 +39,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agent.engines.phi4mm.kv_cache import conversation_cache  # noqa: E402
-from audio import load_audio  # noqa: E402
-from tests.conftest import SHARED_AUDIO  # noqa: E402
 
 TURN_S = 5.0
 DECODE_TOKENS = 32
@@ -138,8 +139,17 @@ def recompute_s(model: Any, ids: list[int], adapter: str) -> float:
     return seconds
 
 
-def speech_turns(count: int) -> list[np.ndarray]:
-    speech = load_audio(SHARED_AUDIO / "speech60_en.wav", 16000)
+def speech_turns(count: int, path: Path | None) -> list[np.ndarray]:
+    """``count`` 5 s turns of real speech, 16 kHz int16 as the processor takes it."""
+    import soundfile
+
+    if path is None:
+        from tests.conftest import SHARED_AUDIO
+
+        path = SHARED_AUDIO / "speech60_en.wav"
+    speech, rate = soundfile.read(path, dtype="int16")
+    if rate != 16000 or speech.ndim != 1:
+        raise SystemExit(f"{path}: the bench cuts its turns from 16 kHz mono speech")
     size = int(TURN_S * 16000)
     return [speech[i * size : (i + 1) * size] for i in range(min(count, len(speech) // size))]
 
@@ -148,7 +158,7 @@ def medians(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: round(statistics.median(r[k] for r in rows), 4) for k in rows[0]}
 
 
-def bench_cpu(turns: int) -> dict[str, Any]:
+def bench_cpu(turns: int, speech: Path | None) -> dict[str, Any]:
     from agent.engines.phi4mm.engine import Phi4MMEngine, Phi4MMOptions
     from tests.tiny_phi4mm import build_tiny_phi4mm
 
@@ -158,7 +168,7 @@ def bench_cpu(turns: int) -> dict[str, Any]:
         model, processor = engine.loaded.model, engine.loaded.processor
         model.enable_adapters()
         model.set_adapter("speech")
-        clips = speech_turns(turns)
+        clips = speech_turns(turns, speech)
         split_turn(model, processor, clips[0], [])  # warm-up
         rows = []
         for clip in clips:
@@ -240,9 +250,9 @@ def full_size_model(smoke: bool) -> tuple[Any, Any, torch.device]:
     return model, processor, device
 
 
-def bench_gpu(smoke: bool) -> dict[str, Any]:
+def bench_gpu(smoke: bool, speech: Path | None) -> dict[str, Any]:
     model, processor, device = full_size_model(smoke)
-    clip = speech_turns(1)[0]
+    clip = speech_turns(1, speech)[0]
     contexts = [64, 256] if smoke else [1024, 8192, 32768, 102400]
     split_turn(model, processor, clip, list(range(100, 164)))  # warm-up
     report: dict[str, Any] = {
@@ -272,9 +282,13 @@ def main() -> None:
     parser.add_argument("mode", choices=["cpu", "gpu"])
     parser.add_argument("--turns", type=int, default=8, help="cpu: 5 s turns to time")
     parser.add_argument("--smoke", action="store_true", help="gpu: miniature config on the CPU")
+    parser.add_argument("--speech", type=Path, help="16 kHz mono speech (default: speech60_en)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    report = bench_cpu(args.turns) if args.mode == "cpu" else bench_gpu(args.smoke)
+    if args.mode == "cpu":
+        report = bench_cpu(args.turns, args.speech)
+    else:
+        report = bench_gpu(args.smoke, args.speech)
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
