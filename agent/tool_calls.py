@@ -2,7 +2,8 @@
 
 Formats: ``<tool_call>{…}</tool_call>`` (Hermes, Qwen, SmolLM), ``<|tool_call|>…<|/tool_call|>``
 (Phi-4), ``functools[…]`` (vLLM's Phi-4-mini parser), and a bare JSON object or list of
-``{"name", "arguments"}`` as the whole reply. None of it may reach the TTS.
+``{"name", "arguments"}`` as the whole reply. None of it may reach the TTS, nor the tags the
+chat templates wrap the tool list and tool results in, which small models write out too.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from typing import Any
 TAGGED = re.compile(r"<\|?tool_call\|?>(.*?)(?:<\|?/tool_call\|?>|</\|tool_call\|>|$)", re.DOTALL)
 FUNCTOOLS = re.compile(r"functools(\[.*\])", re.DOTALL)
 FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
-MARKERS = ("<tool_call>", "<|tool_call|>", "functools[")
+ECHOES = ("<tools>", "<|tool|>", "<tool_response>", "<|tool_response|>")
+"""Where the prompt shows the tools and their results: Qwen2.5-Coder-0.5B, reminded of its
+tools, answered "What is the capital of France?" with ``<tools>`` and a made-up tool's schema."""
+MARKERS = ("<tool_call>", "<|tool_call|>", "functools[", *ECHOES)
 JSON_OPENERS = ("{", "[", "```")
 
 
@@ -57,7 +61,18 @@ def _calls_from_json(payload: str) -> list[ParsedToolCall]:
 
 
 def parse_tool_calls(text: str) -> tuple[str, list[ParsedToolCall]]:
-    """Split a finished reply into the text to speak and the tool calls it makes."""
+    """Split a finished reply into the text to speak and the tool calls it makes; what
+    follows an echoed tag is dropped, and an echo that makes no call is an error."""
+    echo = min((p for tag in ECHOES if (p := text.find(tag)) >= 0), default=-1)
+    speech, calls = _split(text[:echo] if echo >= 0 else text)
+    if echo >= 0 and not calls:
+        raise ToolCallParseError(
+            f"the model wrote out tool markup instead of answering: {text[echo:][:120]!r}"
+        )
+    return speech, calls
+
+
+def _split(text: str) -> tuple[str, list[ParsedToolCall]]:
     calls: list[ParsedToolCall] = []
     if TAGGED.search(text):
         for match in TAGGED.finditer(text):

@@ -78,3 +78,26 @@ def test_malformed_calls_are_errors_not_speech(text):
 def test_parse_keeps_the_words_around_a_call():
     speech, calls = parse_tool_calls("Sure. " + FORMATS["phi4"] + " One moment.")
     assert speech == "Sure.  One moment." and len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '<tools>\n{"type": "function", "function": {"name": "get_capital", "parameters": {}}}',
+        'Sure! <|tool|>[{"name": "get_time", "description": "The time."}]<|/tool|>',
+        "<tool_response>The time is 12:00.</tool_response>",
+    ],
+    ids=["qwen-tool-list", "phi4-tool-list-after-words", "made-up-result"],
+)
+def test_the_prompts_tool_markup_written_out_is_never_spoken(text):
+    """Reminded of its tools, the 0.5B model answered a question with the tool list's markup."""
+    calls_filter = ToolCallFilter()
+    spoken = "".join(calls_filter.push(text[i : i + 3]) for i in range(0, len(text), 3))
+    with pytest.raises(ToolCallParseError, match="tool markup"):
+        calls_filter.finish()
+    assert "<" not in spoken and "function" not in spoken and "12:00" not in spoken
+
+
+def test_a_call_followed_by_a_made_up_result_is_called_and_the_result_dropped():
+    spoken, tail, calls = stream(FORMATS["hermes"] + "\n<tool_response>It is 3 pm.")
+    assert spoken == "" and tail == "" and [c.name for c in calls] == ["get_time"]
