@@ -11,7 +11,8 @@ calculator's expression is evaluated, the units converted), and an *answer* when
 tool's output, the model then says the result aloud: the figure or state, and no markup.
 Stateless tools run for real; timers and devices are given the text those tools return. Six
 requests that no tool answers (a greeting, general knowledge, the way out) count the calls a
-model makes that it should not.
+model makes that it should not, a call to a tool it was not offered among them (the engine
+answers that one with an apology).
 Without ``--model``, every model the lite engine ships is measured.
 """
 
@@ -211,13 +212,24 @@ class Outcome:
     first_reply_s: float
 
 
-async def _reply(model: LocalLLM, ctx: llm.ChatContext, tools: list[Any]) -> tuple[str, list]:
-    text, calls = "", []
-    async for chunk in model.chat(chat_ctx=ctx, tools=tools):
-        if chunk.delta:
-            text += chunk.delta.content or ""
-            calls += chunk.delta.tool_calls or []
-    return text.strip(), calls
+async def _reply(
+    model: LocalLLM, ctx: llm.ChatContext, tools: list[Any]
+) -> tuple[str, list, list[str]]:
+    """The reply's text and calls, and what the engine refused (a made-up tool, markup)."""
+    text, calls, refused = "", [], []
+
+    def on_error(event: llm.LLMError) -> None:
+        refused.append(str(event.error))
+
+    model.on("error", on_error)
+    try:
+        async for chunk in model.chat(chat_ctx=ctx, tools=tools):
+            if chunk.delta:
+                text += chunk.delta.content or ""
+                calls += chunk.delta.tool_calls or []
+    finally:
+        model.off("error", on_error)
+    return text.strip(), calls, refused
 
 
 async def _tool_output(case: Case, args: Args) -> str:
@@ -242,18 +254,18 @@ async def run_case(
         ctx.add_message(role="assistant", content=SMALL_TALK[1])
     ctx.add_message(role="user", content=case.request)
     started = time.perf_counter()
-    text, calls = await _reply(model, ctx, tools)
+    text, calls, refused = await _reply(model, ctx, tools)
     first_reply_s = time.perf_counter() - started
     call = next((c for c in calls if c.name == case.tool), calls[0] if calls else None)
     args: Args = json.loads(call.arguments or "{}") if call else {}
-    if not case.tool:
+    if not case.tool:  # a call the engine refused (a made-up tool) is a call all the same
         return Outcome(
             case.request,
-            call.name if call else "",
+            call.name if call else f"refused: {refused[0][:60]}" if refused else "",
             args,
-            call is None,
+            call is None and not refused,
             text,
-            call is None and bool(text) and not MARKUP.search(text),
+            call is None and not refused and bool(text) and not MARKUP.search(text),
             first_reply_s,
         )
     call_ok = call is not None and call.name == case.tool and case.arguments_do_the_job(args)
@@ -266,7 +278,7 @@ async def run_case(
                 call_id="c1", name=call.name, output=output, is_error=output.startswith("error:")
             )
         )
-        answer, more_calls = await _reply(model, ctx, tools)
+        answer, more_calls, _ = await _reply(model, ctx, tools)
         answer_ok = bool(re.search(case.answer, answer, re.I)) and not (
             more_calls or MARKUP.search(answer)
         )
@@ -318,6 +330,7 @@ async def evaluate_model(name: str, gguf: Path, cases: list[Case]) -> dict[str, 
         "chat_without_calls_after_small_talk": right(later, chat_cases),
         "first_reply_s": round(statistics.median(o.first_reply_s for o in first), 3),
         "outcomes": [o.__dict__ for o in first],
+        "outcomes_after_small_talk": [o.__dict__ for o in later],
     }
 
 

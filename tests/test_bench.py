@@ -124,6 +124,7 @@ def test_the_tool_bench_scores_each_shipped_model_on_the_same_requests(tmp_path)
     assert qwen["requests"] == 2 and qwen["calls_correct"] == 2, "both ask the time: get_time"
     assert qwen["chat_requests"] == 2 and 0 <= qwen["chat_without_calls"] <= 2
     assert [o["called"] for o in qwen["outcomes"]][:2] == ["get_time", "get_time"]
+    assert len(qwen["outcomes_after_small_talk"]) == 4, "each request also after small talk"
 
 
 def test_the_language_bench_scores_the_multilingual_recognizer(tmp_path):
