@@ -268,6 +268,8 @@ class SessionControl:
                 else:
                     logger.warning("language not switched: %s", e)
                 return
+        if isinstance(self._session, ConversationSession):
+            self._session.reply_language.name(language)
         await self._agent.update_instructions(
             f"{self._instructions}\nFrom now on, always answer in the language {language!r}."
         )

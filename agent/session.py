@@ -52,12 +52,25 @@ class Hears(Protocol):
     def hear(self, language: str) -> None: ...
 
 
-def _heard(listeners: list[Hears], event: UserInputTranscribedEvent) -> None:
-    """A reply too short to tell its language is spoken in the caller's, and an apology is
-    said in it."""
-    if event.is_final and event.language:
-        for listener in listeners:
-            listener.hear(str(event.language))
+class ReplyLanguage:
+    """The language a reply too short to tell its own is spoken in, and apologies are said in:
+    the caller's as last heard, until the control plane names the one to answer in."""
+
+    def __init__(self, listeners: list[Hears]) -> None:
+        self._listeners = listeners
+        self._named = False
+
+    def heard(self, event: UserInputTranscribedEvent) -> None:
+        if event.is_final and event.language and not self._named:
+            self._tell(str(event.language))
+
+    def name(self, language: str) -> None:
+        self._named = True
+        self._tell(language)
+
+    def _tell(self, language: str) -> None:
+        for listener in self._listeners:
+            listener.hear(language)
 
 
 class ConversationSession(AgentSession[AgentServices]):
@@ -70,6 +83,12 @@ class ConversationSession(AgentSession[AgentServices]):
         super().__init__(video_sampler=frame_sampler, **options)
         self.frame_sampler = frame_sampler
         """Which camera frames reach the model; a transport with a clock of its own sets it."""
+        listeners: list[Hears] = []
+        for plugin in (self.tts, self.llm):
+            if isinstance(plugin, Hears):
+                listeners.append(plugin)
+        self.reply_language = ReplyLanguage(listeners)
+        self.on("user_input_transcribed", self.reply_language.heard)
 
     def emit(self, event: EventTypes, arg: AgentEvent) -> None:
         rtc.EventEmitter.emit(self, event, arg)
@@ -148,10 +167,6 @@ class SessionFactory:
             frame_sampler=FrameSampler(vision_options(profile)),
             **self.engine.plugins(),
         )
-        listeners: list[Hears] = [voice]
-        if isinstance(session.llm, Hears):
-            listeners.append(session.llm)
-        session.on("user_input_transcribed", lambda e: _heard(listeners, e))
         return session, Agent(instructions=self.instructions, tools=self.tools)
 
     async def aclose(self) -> None:

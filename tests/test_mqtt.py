@@ -181,6 +181,8 @@ def test_bad_broker_addresses_exit_2_without_showing_credentials(url, message, t
 
 
 async def test_the_language_command_switches_voice_and_reply_language():
+    from livekit.agents import UserInputTranscribedEvent
+
     from agent.control import SessionControl
     from agent.profile import load_profile
     from agent.session import SessionFactory
@@ -192,6 +194,10 @@ async def test_the_language_command_switches_voice_and_reply_language():
     await control.command(Command("language", "de"))
     assert await session.tts.voice() == "gmw/de" != english  # type: ignore[union-attr]
     assert "'de'" in agent.instructions
+    # the apologies follow the answers, also once the English recognizer has heard a turn
+    heard = UserInputTranscribedEvent(transcript="What time is it?", is_final=True, language="en")
+    session.emit("user_input_transcribed", heard)
+    assert session.llm.language == "de"  # type: ignore[union-attr]
     # two unknown languages racing each other: neither replaces the working voice
     await asyncio.gather(
         control.command(Command("language", "xx")), control.command(Command("language", "yy"))
