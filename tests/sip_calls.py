@@ -1,8 +1,10 @@
 """Real phones calling a real ``voice-agent serve --sip``, inside a network namespace of its own.
 
 Run by tests/test_sip.py inside a network namespace (``conftest.isolated``), as
-``python tests/sip_calls.py OUT_DIR``. Each phone is Debian's baresip: its microphone a WAV
-from shared/audio (``aufile``), and what it hears recorded by its ``sndfile`` module.
+``python tests/sip_calls.py OUT_DIR`` (the lite engine, every scenario) or
+``python tests/sip_calls.py --phi4mm MODEL_DIR OUT_DIR`` (one call, to the Phi-4-multimodal
+engine). Each phone is Debian's baresip: its microphone a WAV from shared/audio (``aufile``),
+and what it hears recorded by its ``sndfile`` module.
 
 Writes OUT_DIR/result.json: what each phone heard and logged, and what the server wrote.
 """
@@ -167,6 +169,16 @@ def call_profile(out_dir: Path) -> Path:
     return path
 
 
+def serve_calls(out_dir: Path, *args: str, stderr: Any) -> subprocess.Popen[str]:
+    """``serve --sip`` on the call profile, one call at a time, each call's events logged."""
+    return start_serve(
+        "--profile", str(call_profile(out_dir)), *args,
+        "--sip", f"{HOST}:{SIP_PORT}", "--sip-allow", f"{HOST}/32",
+        "--port", str(WEB_PORT), "--max-sessions", "1", "--log-dir", str(out_dir / "logs"),
+        stderr=stderr,
+    )  # fmt: skip
+
+
 def command(broker: Broker, session_id: str | None, name: str) -> None:
     """MQTT's ``cmd/<name>`` to one call's session (the server's device id is ``phone``)."""
     topic = f"voice-agent/phone-{session_id}/cmd/{name}"
@@ -185,12 +197,9 @@ def main(out_dir: Path) -> None:
     broker = Broker(out_dir)
     broker.start()
     with (out_dir / "server.log").open("w") as server_log:
-        server = start_serve(
-            "--profile", str(call_profile(out_dir)),
-            "--sip", f"{HOST}:{SIP_PORT}", "--sip-allow", f"{HOST}/32",
-            "--port", str(WEB_PORT), "--max-sessions", "1", "--log-dir", str(out_dir / "logs"),
-            "--mqtt", broker.url, "--device-id", "phone", stderr=server_log,
-        )  # fmt: skip
+        server = serve_calls(
+            out_dir, "--mqtt", broker.url, "--device-id", "phone", stderr=server_log
+        )
         phones = [Phone(out_dir / f"phone{i}", jfk, 5080 + 10 * i) for i in range(4)]
         operator = Phone(out_dir / "operator", jfk, OPERATOR_PORT, answers=True)
         phones.append(operator)
@@ -258,5 +267,31 @@ def main(out_dir: Path) -> None:
     (out_dir / "result.json").write_text(json.dumps(result, indent=1))
 
 
+def phi4mm_call(out_dir: Path, model: str) -> None:
+    """One caller, greeted and answered by the Phi-4-multimodal engine, who then hangs up."""
+    result: dict[str, Any] = {}
+    jfk = microphone_wav(SHARED_AUDIO / "jfk.flac", out_dir / "jfk-8k.wav")
+    with (out_dir / "server.log").open("w") as server_log:
+        server = serve_calls(out_dir, "--engine", "phi4mm", "--model", model, stderr=server_log)
+        phone = Phone(out_dir / "phone", jfk, 5080)
+        try:
+            phone.dial()
+            phone.wait_for("Call established", 20)
+            result["answered"] = wait_until(
+                lambda: answered(out_dir / "logs") is not None, CALL_TIMEOUT_S
+            )
+            phone.hang_up()
+        finally:
+            server.send_signal(signal.SIGTERM)
+            result["server_exit"] = server.wait(30)
+            phone.quit()
+        result["phone"] = phone.seen()
+        result["records"] = records(out_dir / "logs")
+    (out_dir / "result.json").write_text(json.dumps(result, indent=1))
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    if sys.argv[1] == "--phi4mm":
+        phi4mm_call(Path(sys.argv[3]), sys.argv[2])
+    else:
+        main(Path(sys.argv[1]))

@@ -13,6 +13,7 @@ import shutil
 from typing import Any
 
 import jiwer
+import numpy as np
 import pytest
 from aiosipua import SipUAC, SipUAS, build_sdp
 
@@ -72,6 +73,25 @@ def test_a_caller_hears_the_greeting_then_an_answer_to_what_they_said(calls):
     assert {"calling", "help"} <= greeting, f"the greeting was not heard: {greeting}"
     said = heard(calls["phones"][0], answer)
     assert len(said & words(answer["text"])) >= 2, f"{answer['text']!r} was not heard: {said}"
+
+
+def test_the_phi4mm_engine_answers_a_phone_call_too(tiny_phi4mm, tmp_path):
+    """Its 8 kHz G.711 audio reaches the model, and the reply reaches the phone. The tiny
+    random-weight model's words are nonsense: what is checked is that the phone hears them."""
+    result = run_isolated(f"tests/sip_calls.py --phi4mm {tiny_phi4mm}", tmp_path, timeout=300)
+    assert not result["problem"], result["problem"]
+    assert result["answered"] and result["server_exit"] == 0, result["phone"]["log"]
+    (events,) = result["records"].values()
+    turn = next(e for e in events if e["type"] == "user_turn")
+    reply = next(
+        e
+        for e in events
+        if e["type"] == "agent_reply" and e["start"] > turn["end"] and not e["interrupted"]
+    )
+    assert result["phone"]["heard"], result["phone"]["log"]
+    heard = load_audio(result["phone"]["heard"], 8000)
+    during = heard[int(reply["start"] * 8000) : int(reply["t"] * 8000)].astype(np.float64)
+    assert np.sqrt(np.mean(during**2)) > 300, "the reply was not heard on the phone"
 
 
 def test_the_agent_ending_the_conversation_hangs_up_the_call(calls):
