@@ -259,13 +259,14 @@ async def run_case(
     call = next((c for c in calls if c.name == case.tool), calls[0] if calls else None)
     args: Args = json.loads(call.arguments or "{}") if call else {}
     if not case.tool:  # a call the engine refused (a made-up tool) is a call all the same
+        called = call.name if call else "".join(f"refused: {e[:60]}" for e in refused[:1])
         return Outcome(
             case.request,
-            call.name if call else f"refused: {refused[0][:60]}" if refused else "",
+            called,
             args,
-            call is None and not refused,
+            not called,
             text,
-            call is None and not refused and bool(text) and not MARKUP.search(text),
+            not called and bool(text) and not MARKUP.search(text),
             first_reply_s,
         )
     call_ok = call is not None and call.name == case.tool and case.arguments_do_the_job(args)

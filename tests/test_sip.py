@@ -40,11 +40,15 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def heard(phone: dict[str, Any], reply: dict[str, Any]) -> set[str]:
     """The words the phone's loudspeaker said while the agent spoke ``reply``, by the bundled
     recognizer (the recording starts with the call, as the session's clock does)."""
+    return words(FasterWhisperSTT().transcribe(heard_during(phone, reply)).text)
+
+
+def heard_during(phone: dict[str, Any], reply: dict[str, Any]) -> np.ndarray:
+    """What the phone's loudspeaker played while the agent spoke ``reply`` (16 kHz)."""
     assert phone["heard"], phone["log"]
-    clip = load_audio(phone["heard"], 16000)[
+    return load_audio(phone["heard"], 16000)[
         int(max(0.0, reply["start"] - 0.5) * 16000) : int((reply["t"] + 0.8) * 16000)
     ]
-    return words(FasterWhisperSTT().transcribe(clip).text)
 
 
 def words(text: str) -> set[str]:
@@ -88,9 +92,7 @@ def test_the_phi4mm_engine_answers_a_phone_call_too(tiny_phi4mm, tmp_path):
         for e in events
         if e["type"] == "agent_reply" and e["start"] > turn["end"] and not e["interrupted"]
     )
-    assert result["phone"]["heard"], result["phone"]["log"]
-    heard = load_audio(result["phone"]["heard"], 8000)
-    during = heard[int(reply["start"] * 8000) : int(reply["t"] * 8000)].astype(np.float64)
+    during = heard_during(result["phone"], reply).astype(np.float64)
     assert np.sqrt(np.mean(during**2)) > 300, "the reply was not heard on the phone"
 
 
