@@ -28,6 +28,7 @@ from audio.file_io import Timeline
 from audio.tts import Pyttsx3TTS
 
 from .context import ContextMeter, Trim, meter_of
+from .tool_calls import INTENT_CALL_PREFIX
 
 METRIC_NAMES = ("eou_delay_s", "ttft_s", "ttfs_s", "ttfb_s", "e2e_latency_s")
 """Per reply; the summary adds ``stt_s``, the recognizer's time per utterance."""
@@ -56,6 +57,7 @@ def tool_calls(event: FunctionToolsExecutedEvent) -> list[dict[str, Any]]:
             "arguments": json.loads(call.arguments or "{}"),
             "output": output.output,
             "is_error": output.is_error,
+            "source": "intent" if call.call_id.startswith(INTENT_CALL_PREFIX) else "model",
         }
         for call, output in event.zipped()
     ]

@@ -86,6 +86,10 @@ class LiteEngineSettings(_Section):
     """Added to each user turn after the model's first reply, when tools are offered: after a
     reply in words a 0.5 B model stops calling its tools (bench/tools.py); reminded, it also
     calls tools nothing asked for, so only a profile made for its tools (the kiosk) sets it."""
+    intents: bool = True
+    """Match the user's words against sentence templates (Home Assistant's and ours) before
+    the model: the time, the date, timers, devices, sums, units and what only the internet
+    knows are carried out at once by the tools (English)."""
     tool_answers: Literal["tool", "model"] = "tool"
     """Who words the answer after a tool call: "tool" speaks the tool's own sentence (a model
     under 1 B garbles or repeats the call instead: bench/tools.py), "model" lets it relay."""

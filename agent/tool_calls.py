@@ -22,6 +22,9 @@ ECHOES = ("<tools>", "<|tool|>", "<tool_response>", "<|tool_response|>")
 tools, answered "What is the capital of France?" with ``<tools>`` and a made-up tool's schema."""
 MARKERS = ("<tool_call>", "<|tool_call|>", "functools[", *ECHOES)
 JSON_OPENERS = ("{", "[", "```")
+INTENT_CALL_PREFIX = "intent-"
+"""Begins the ``call_id`` of a call a sentence template made, not the model."""
+DOUBLED_BRACES = re.compile(r"\{(\{.*\})\}", re.DOTALL)
 
 
 class ToolCallParseError(ValueError):
@@ -36,14 +39,32 @@ class ParsedToolCall:
     """JSON object text."""
 
 
+def _json_values(payload: str) -> list[Any]:
+    """Every JSON value in ``payload``, one after another: a model making two calls writes
+    two objects in a row (``json.loads`` calls the second "Extra data"), and one that copied
+    its chat template's ``{{"name": …}}`` example writes each brace twice."""
+    decoder = json.JSONDecoder()
+    values: list[Any] = []
+    rest = payload.strip()
+    while rest:
+        try:
+            value, end = decoder.raw_decode(rest)
+        except json.JSONDecodeError as e:
+            doubled = DOUBLED_BRACES.fullmatch(rest)
+            if doubled is None:
+                raise ToolCallParseError(
+                    f"tool call is not valid JSON ({e.msg}): {payload[:120]!r}"
+                ) from None
+            return values + _json_values(doubled.group(1))
+        values.append(value)
+        rest = rest[end:].lstrip().removeprefix(",").lstrip()
+    return values
+
+
 def _calls_from_json(payload: str) -> list[ParsedToolCall]:
-    try:
-        data: Any = json.loads(payload)
-    except json.JSONDecodeError as e:
-        raise ToolCallParseError(
-            f"tool call is not valid JSON ({e.msg}): {payload[:120]!r}"
-        ) from None
-    items = data if isinstance(data, list) else [data]
+    items: list[Any] = []
+    for value in _json_values(payload):
+        items += value if isinstance(value, list) else [value]
     calls = []
     for item in items:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):

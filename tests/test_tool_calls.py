@@ -101,3 +101,29 @@ def test_the_prompts_tool_markup_written_out_is_never_spoken(text):
 def test_a_call_followed_by_a_made_up_result_is_called_and_the_result_dropped():
     spoken, tail, calls = stream(FORMATS["hermes"] + "\n<tool_response>It is 3 pm.")
     assert spoken == "" and tail == "" and [c.name for c in calls] == ["get_time"]
+
+
+def test_two_calls_in_a_row_are_both_made():
+    """Seen from Qwen2.5-Coder: two objects one after the other, which json.loads refuses."""
+    text = (
+        '<tool_call>{"name": "set_device", "arguments": {"device": "lamp", "state": "on"}}\n'
+        '{"name": "set_device", "arguments": {"device": "door", "state": "open"}}</tool_call>'
+    )
+    spoken, tail, calls = stream(text)
+    assert spoken == "" and tail == ""
+    assert [json.loads(c.arguments)["device"] for c in calls] == ["lamp", "door"]
+    _, _, bare = stream('{"name": "get_time", "arguments": {}}\n{"name": "list_timers"}')
+    assert [c.name for c in bare] == ["get_time", "list_timers"]
+
+
+def test_a_call_with_the_templates_doubled_braces_is_read():
+    """Qwen2.5-Coder-1.5B's GGUF template shows its example call as {{"name": …}}, and the
+    model copies the doubled braces."""
+    text = (
+        '<tool_call>\n{{"name": "get_time", "arguments": {"timezone": "Asia/Tokyo"}}}\n</tool_call>'
+    )
+    spoken, tail, calls = stream(text)
+    assert spoken == "" and tail == ""
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [
+        (TIME_CALL["name"], TIME_CALL["arguments"])
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 from livekit.agents import ToolError, function_tool
@@ -11,7 +12,9 @@ from tests.scripted import ScriptedToolModel, converse, spoken
 from tools import TOOLS, get_time, resolve_tools
 from tools.calculator import calculate, evaluate
 from tools.call import NOT_A_CALL
+from tools.clock import get_date
 from tools.guard import guarded
+from tools.online import look_up_online
 from tools.timers import TimerService, spoken_duration
 from tools.units import convert_units
 
@@ -55,6 +58,9 @@ async def test_units_convert_into_a_sentence_to_read_aloud_and_refuse_nonsense()
     assert await convert_units(212, "Fahrenheit", "degree Celsius") == (
         "212 degree Fahrenheit is 100 degree Celsius."
     )
+    assert await convert_units(100, "degrees Celsius", "degrees Fahrenheit") == (
+        "100 degree Celsius is 212 degree Fahrenheit."
+    )
     with pytest.raises(ToolError, match="cannot be converted"):
         await convert_units(1, "kg", "meter")
     with pytest.raises(ToolError, match="Unknown unit"):
@@ -75,10 +81,22 @@ async def test_timers_count_down_list_cancel_and_ring():
     assert timers.cancel("eggs") is eggs and timers.cancel(str(tea.number)) is tea
     with pytest.raises(ToolError, match="no timer called"):
         timers.cancel("eggs")
+    later, sooner = timers.start(90, label="", message=""), timers.start(30, label="", message="")
+    assert timers.cancel("") is sooner, '"cancel the timer" cancels the one due soonest'
+    assert timers.cancel("") is later
+    with pytest.raises(ToolError, match="no timer called"):
+        timers.cancel("")
     timers.start(0.2, label="", message="Time is up.")
     await asyncio.sleep(0.4)
     assert said == ["Time is up."] and timers.active() == []
     assert spoken_duration(125) == "2 minutes 5 seconds"
+
+
+async def test_the_date_and_live_information_are_answered_in_a_sentence():
+    assert re.fullmatch(r"Today is [A-Z][a-z]+day \d{1,2} [A-Z][a-z]+ \d{4}\.", await get_date())
+    assert await look_up_online("the weather in Paris?") == (
+        "Sorry, I can't check the weather in Paris: I work offline, without the internet."
+    )
 
 
 async def test_a_tool_that_hangs_or_raises_becomes_a_short_message():
@@ -99,10 +117,10 @@ async def test_a_tool_that_hangs_or_raises_becomes_a_short_message():
 
 def test_every_tool_has_a_schema_from_its_signature_and_docstring():
     assert set(TOOLS) == {
-        "get_time", "get_world_time", "calculate", "convert_units", "set_timer", "set_reminder",
-        "list_timers",
+        "get_time", "get_date", "get_world_time", "calculate", "convert_units", "set_timer",
+        "set_reminder", "list_timers",
         "cancel_timer", "set_device", "get_device_state", "end_conversation", "look",
-        "transfer_call",
+        "transfer_call", "look_up_online",
     }  # fmt: skip
     for tool in TOOLS.values():
         assert tool.info.description, tool.info.name

@@ -6,10 +6,11 @@ from livekit.agents import llm
 
 from .calculator import calculate
 from .call import transfer_call
-from .clock import get_time, get_world_time
+from .clock import get_date, get_time, get_world_time
 from .conversation import end_conversation
 from .devices import get_device_state, set_device
 from .look import look
+from .online import look_up_online
 from .timers import cancel_timer, list_timers, set_reminder, set_timer
 from .units import convert_units
 
@@ -17,6 +18,7 @@ TOOLS: dict[str, llm.FunctionTool] = {
     tool.info.name: tool
     for tool in (
         get_time,
+        get_date,
         get_world_time,
         calculate,
         convert_units,
@@ -29,6 +31,7 @@ TOOLS: dict[str, llm.FunctionTool] = {
         end_conversation,
         transfer_call,
         look,
+        look_up_online,
     )
 }
 

@@ -19,6 +19,13 @@ async def get_time() -> str:
 
 
 @function_tool
+async def get_date() -> str:
+    """Get today's date here."""
+    today = datetime.now().astimezone()
+    return f"Today is {today:%A} {today.day} {today:%B %Y}."
+
+
+@function_tool
 async def get_world_time(timezone: str) -> str:
     """Get the current date and time in another place.
 

@@ -57,7 +57,12 @@ class TimerService:
         return sorted(self._timers.values(), key=lambda t: t.due)
 
     def cancel(self, which: str) -> Timer:
-        for timer in self.active():
+        """The timer numbered or labelled ``which``; "" = the one due soonest ("cancel the
+        timer")."""
+        active = self.active()
+        if not which.strip() and active:
+            which = str(active[0].number)
+        for timer in active:
             if which.strip().lower() in (str(timer.number), timer.label.lower()):
                 if timer.task is not None:
                     timer.task.cancel()

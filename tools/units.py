@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pint
@@ -10,6 +11,8 @@ from livekit.agents import ToolError, function_tool
 from .guard import guarded
 
 UNITS: Any = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
+TEMPERATURE = re.compile(r"(?:degrees?\s+)?(celsius|centigrade|fahrenheit|kelvin)", re.IGNORECASE)
+SCALES = {"celsius": "degC", "centigrade": "degC", "fahrenheit": "degF", "kelvin": "kelvin"}
 
 
 @function_tool
@@ -33,7 +36,10 @@ async def convert_units(value: float, from_unit: str, to_unit: str) -> str:
 
 
 def pint_unit(spelled: str) -> str:
-    """The unit as pint knows it: "degree Celsius" and "Fahrenheit" as well as "degC"."""
+    """The unit as pint knows it: "degrees Celsius" and "Fahrenheit" as well as "degC" (pint
+    reads "degrees Celsius" as an angle times a temperature step)."""
+    if scale := TEMPERATURE.fullmatch(spelled.strip()):
+        return SCALES[scale.group(1).lower()]
     for guess in (spelled, spelled.strip().replace(" ", "_"), spelled.strip().lower()):
         if guess in UNITS:
             return guess

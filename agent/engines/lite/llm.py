@@ -23,7 +23,9 @@ from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGive
 from ...context import ContextMeter, ContextOptions, ContextWindow, Request, Trim
 from ...generation import GenerationStats
 from ...relay import relay_reply
+from ...tool_calls import INTENT_CALL_PREFIX, ParsedToolCall
 from .causal_lm import LocalLMRuntime, PrefixCache, TransformersRuntime
+from .intents import IntentMatch, LocalIntents
 from .llama_cpp import LlamaCppRuntime
 
 TOOLS_IN_SYSTEM_PROMPT = """
@@ -64,10 +66,13 @@ class LocalLLM(llm.LLM):
         options: LocalLLMOptions | None = None,
         *,
         runtime: LocalLMRuntime | None = None,
+        intents: LocalIntents | None = None,
     ) -> None:
         super().__init__()
         self._opts = options or LocalLLMOptions()
         self._runtime = runtime or _runtime(self._opts)
+        self._intents = intents
+        """Templates matched before the model (None: every request goes to the model)."""
         self._cache = PrefixCache()
         self._window: ContextWindow | None = None
         self.meter = ContextMeter()
@@ -103,7 +108,7 @@ class LocalLLM(llm.LLM):
     def fork(self) -> LocalLLM:
         """A plugin for another conversation: the same weights and worker, a copy of this
         one's cache (the warmed system prompt), nothing else shared."""
-        twin = LocalLLM(self._opts, runtime=self._runtime)
+        twin = LocalLLM(self._opts, runtime=self._runtime, intents=self._intents)
         twin._cache = self._cache.copy()
         return twin
 
@@ -127,6 +132,18 @@ class LocalLLM(llm.LLM):
     def context_window(self) -> int:
         """The tokens a conversation may use: the model's own, or less if the options say."""
         return self._opts.context.max_tokens or self.own_context_window
+
+    async def match_intent(
+        self, chat_ctx: llm.ChatContext, tools: Sequence[llm.Tool | llm.Toolset]
+    ) -> IntentMatch | None:
+        """What a sentence template makes of the user's latest turn, if the request ends
+        with one and the profile matches templates."""
+        last = chat_ctx.items[-1] if chat_ctx.items else None
+        if self._intents is None or not isinstance(last, llm.ChatMessage) or last.role != "user":
+            return None
+        offered = llm.ToolContext(list(tools)).function_tools.keys()
+        text, language = last.text_content or "", self.language
+        return await asyncio.to_thread(self._intents.match, text, language, offered)
 
     def prepare(
         self, chat_ctx: llm.ChatContext, tools: Sequence[llm.Tool | llm.Toolset]
@@ -326,6 +343,10 @@ class LocalLLMStream(llm.LLMStream):
         ):
             self._send(request_id, " ".join(outputs))
             return
+        if (matched := await self._engine.match_intent(self._chat_ctx, self._tools)) is not None:
+            self._send(request_id, matched.answer)
+            self._call(request_id, matched.calls, prefix=INTENT_CALL_PREFIX)
+            return
         cancelled = threading.Event()  # set when the session closes the stream
         prompt_ids, trim = await asyncio.to_thread(
             self._engine.prepare, self._chat_ctx, self._tools
@@ -341,23 +362,7 @@ class LocalLLMStream(llm.LLMStream):
             on_malformed=lambda e: self._emit_error(e, recoverable=True),
         )
         self._engine.meter.latest = stats.prompt_tokens + stats.generated_tokens
-        if calls:
-            self._event_ch.send_nowait(
-                llm.ChatChunk(
-                    id=request_id,
-                    delta=llm.ChoiceDelta(
-                        role="assistant",
-                        tool_calls=[
-                            llm.FunctionToolCall(
-                                name=c.name,
-                                arguments=_offered_arguments(c.name, c.arguments, self._tools),
-                                call_id=uuid.uuid4().hex[:12],
-                            )
-                            for c in calls
-                        ],
-                    ),
-                )
-            )
+        self._call(request_id, calls)
         self._event_ch.send_nowait(
             llm.ChatChunk(
                 id=request_id,
@@ -367,6 +372,24 @@ class LocalLLMStream(llm.LLMStream):
                     prompt_cached_tokens=stats.cached_tokens,
                     total_tokens=stats.prompt_tokens + stats.generated_tokens,
                 ),
+            )
+        )
+
+    def _call(self, request_id: str, calls: Sequence[ParsedToolCall], *, prefix: str = "") -> None:
+        """Hand ``calls`` to the session, which runs them; ``prefix`` marks who made them."""
+        if not calls:
+            return
+        tool_calls = [
+            llm.FunctionToolCall(
+                name=c.name,
+                arguments=_offered_arguments(c.name, c.arguments, self._tools),
+                call_id=prefix + uuid.uuid4().hex[:12],
+            )
+            for c in calls
+        ]
+        self._event_ch.send_nowait(
+            llm.ChatChunk(
+                id=request_id, delta=llm.ChoiceDelta(role="assistant", tool_calls=tool_calls)
             )
         )
 

@@ -14,6 +14,7 @@ from ...context import ContextOptions
 from ...models import off_the_loop
 from ...profile import Profile
 from .. import require_room_to_talk
+from .intents import LocalIntents
 from .llm import LocalLLM, LocalLLMOptions
 from .stt import FasterWhisperOptions, FasterWhisperSTT
 
@@ -46,6 +47,10 @@ async def load(
             languages=tuple(lite.stt_languages),
         )
     )
+    languages = {profile.voice.language, *profile.voice.languages, *lite.stt_languages}
+    intents = (
+        LocalIntents(languages | {lite.stt_language}, profile.devices) if lite.intents else None
+    )
     model = LocalLLM(
         LocalLLMOptions(
             model=lite.llm_model,
@@ -59,7 +64,8 @@ async def load(
             context=ContextOptions(**profile.context.model_dump()),
             scripted=profile.scripted_lines(),
             language=profile.voice.language,
-        )
+        ),
+        intents=intents,
     )
     await off_the_loop(stt.locate)
     await off_the_loop(model.locate)
@@ -67,6 +73,8 @@ async def load(
     await off_the_loop(stt.load)
     logger.info("loading language model: %s", model.model)
     await off_the_loop(model.load)
+    if intents is not None:
+        await off_the_loop(intents.load)
     await require_room_to_talk(profile, model, instructions, tools)
     await model.warm(instructions, tools)
     return LiteModels(stt, model, WebRTCVADOptions(**profile.vad.model_dump()))

@@ -48,6 +48,14 @@ def window_s(clip_s: float) -> float:
     return min(MAX_WINDOW_S, max(clip_s + MARGIN_S, MIN_WINDOW_S))
 
 
+def ct2_max_length(prompt_tokens: int, new_tokens: int) -> int:
+    """The ``max_length`` that lets CTranslate2's Whisper decode ``new_tokens`` after its
+    prompt: it stops at ``min(max_length / 2, max_length - prompt)`` new tokens (upstream
+    CTranslate2 #1856), so the plain sum would allow only half what is meant (en_num's last
+    numbers were lost, and a tiny.en loop was cut before it could be seen)."""
+    return max(2 * new_tokens, prompt_tokens + new_tokens)
+
+
 @dataclass(frozen=True)
 class _Decoding:
     """What every short-window decode in one language starts from, worked out once."""
@@ -180,7 +188,7 @@ class FasterWhisperSTT(stt.STT):
             encoded,
             [decoding.prompt],
             beam_size=self._opts.beam_size,
-            max_length=len(decoding.prompt) + budget,
+            max_length=ct2_max_length(len(decoding.prompt), budget),
             suppress_blank=True,
             suppress_tokens=decoding.suppress,
         )[0]

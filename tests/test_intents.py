@@ -1,0 +1,127 @@
+"""Common requests are carried out by the tools at once, from sentence templates, before the
+language model is asked; everything else still goes to the model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.control import ControlledSession
+from agent.engines.lite.intents import LocalIntents
+from agent.profile import load_profile
+from agent.session import SessionFactory
+from agent.transports.file import play_conversation
+from tests.scripted import spoken
+from tools import TOOLS
+
+EVERY_TOOL = set(TOOLS)
+
+
+@pytest.fixture(scope="module")
+def intents() -> LocalIntents:
+    templates = LocalIntents(["en"], devices=["lamp", "door"])
+    templates.load()
+    return templates
+
+
+@pytest.mark.parametrize(
+    "said, tool, arguments",
+    [
+        ("What time is it right now?", "get_time", {}),
+        ("What's the date today?", "get_date", {}),
+        ("Set a timer for 5 minutes.", "set_timer", {"minutes": 5, "seconds": 0, "label": ""}),
+        ("Set a thirty second timer.", "set_timer", {"minutes": 0, "seconds": 30, "label": ""}),
+        ("Start a 10 minute timer called tea.", "set_timer", {"minutes": 10, "label": "tea"}),
+        ("How much time is left on my timer?", "list_timers", {}),
+        ("Cancel the timer.", "cancel_timer", {"timer": ""}),
+        ("Turn on the lamp.", "set_device", {"device": "lamp", "state": "on"}),
+        ("Switch the lamp off.", "set_device", {"device": "lamp", "state": "off"}),
+        ("Open the door.", "set_device", {"device": "door", "state": "open"}),
+        ("Is the door open?", "get_device_state", {"device": "door"}),
+        ("What is seventeen times twenty-three?", "calculate", {"expression": "17 * 23"}),
+        ("What's 1,234 plus 5,678?", "calculate", {"expression": "1234 + 5678"}),
+        ("What is 12.5 percent of 80?", "calculate", {"expression": "12.5 / 100 * 80"}),
+        (
+            "Convert 26.2 miles to kilometers.",
+            "convert_units",
+            {"value": 26.2, "to_unit": "kilometers"},
+        ),  # noqa: E501
+        ("How many grams are in 3 pounds?", "convert_units", {"from_unit": "pounds"}),
+        ("What time is it in Tokyo?", "get_world_time", {"timezone": "Asia/Tokyo"}),
+        ("What's the time in New York?", "get_world_time", {"timezone": "America/New_York"}),
+        ("What's the weather like?", "look_up_online", {"topic": "the weather"}),
+        ("Will it rain tomorrow?", "look_up_online", {"topic": "the weather"}),
+        ("What's the latest news?", "look_up_online", {"topic": "the news"}),
+        ("What is the price of bitcoin?", "look_up_online", {"topic": "prices"}),
+    ],
+)
+def test_a_request_a_template_knows_becomes_the_tools_call(intents, said, tool, arguments):
+    matched = intents.match(said, "en", EVERY_TOOL)
+    assert matched is not None, said
+    [call] = matched.calls
+    assert call.name == tool
+    assert arguments.items() <= json.loads(call.arguments).items()
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        "What is the capital of France?",
+        "Hello there, can you hear me?",
+        "Tell me a joke.",
+        "And so my fellow Americans, ask not what your country can do for you.",
+        "What is love?",
+        "What time is it on Mars?",  # no such time zone: the model may make sense of it
+        "Turn on the television.",  # not one of the profile's devices
+    ],
+)
+def test_anything_else_is_left_to_the_model(intents, said):
+    assert intents.match(said, "en", EVERY_TOOL) is None
+
+
+def test_never_mind_is_acknowledged_without_a_tool(intents):
+    matched = intents.match("Never mind.", "en", EVERY_TOOL)
+    assert matched is not None and matched.answer == "OK." and matched.calls == ()
+
+
+def test_a_template_never_calls_a_tool_the_profile_does_not_offer(intents):
+    assert intents.match("Turn on the lamp.", "en", {"get_time"}) is None
+    assert intents.match("What time is it?", "en", {"get_time"}) is not None
+
+
+def test_a_turn_heard_in_another_language_goes_to_the_model(intents):
+    """The tools answer in English: a German caller is better served by the model."""
+    assert intents.match("What time is it?", "de", EVERY_TOOL) is None
+
+
+async def test_a_spoken_request_is_answered_by_the_tool_and_stays_in_the_chat(tmp_path):
+    """The desktop profile, the real recognizer and model: the time and a sum are carried out
+    by the templates' calls, logged with their source, and the model's next turn sees them."""
+    samples = await spoken("What time is it?", "What is seventeen times twenty three?")
+    factory = await SessionFactory.load(load_profile("desktop"))
+    controlled = ControlledSession.open(factory, None, owns_factory=True)
+    await play_conversation(
+        controlled,
+        controlled.agent,
+        samples,
+        tmp_path,
+        speed=2.0,
+        settle_s=2.0,
+        echo=False,
+        source="spoken",
+    )
+    history = controlled.session.history.items
+    await controlled.aclose()
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    calls = [e for e in events if e["type"] == "tool_call"]
+    assert [(c["name"], c["source"], c["is_error"]) for c in calls] == [
+        ("get_time", "intent", False),
+        ("calculate", "intent", False),
+    ], events
+    replies = [e["text"] for e in events if e["type"] == "agent_reply"]
+    assert replies[0].startswith("It is ") and replies[1] == "That makes 391.", replies
+    assert [item.name for item in history if item.type == "function_call"] == [
+        "get_time",
+        "calculate",
+    ]
