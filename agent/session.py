@@ -141,13 +141,14 @@ class SessionFactory:
         """A new conversation; device tools act through ``bridge``."""
         profile = self.profile
         devices = DeviceGateway(bridge, profile.devices) if bridge is not None else None
+        turn_detector = SmartTurnDetector(self.turn_model) if self.turn_model else None
         voice = Pyttsx3TTS(_voice_options(profile))
         session = ConversationSession(
             userdata=AgentServices(devices=devices),
             vad=WebRTCVAD(WebRTCVADOptions(**profile.vad.model_dump())),
             tts=voice,
             turn_handling=TurnHandlingOptions(
-                turn_detection=SmartTurnDetector(self.turn_model) if self.turn_model else "vad",
+                turn_detection=turn_detector or "vad",
                 endpointing={
                     "mode": "fixed",
                     "min_delay": profile.endpointing.min_delay,
@@ -167,6 +168,14 @@ class SessionFactory:
             frame_sampler=FrameSampler(vision_options(profile)),
             **self.engine.plugins(),
         )
+        if turn_detector is not None:
+            heard = turn_detector.heard
+
+            def transcribed(event: UserInputTranscribedEvent) -> None:
+                if event.is_final:
+                    heard(event.transcript)
+
+            session.on("user_input_transcribed", transcribed)
         return session, Agent(instructions=self.instructions, tools=self.tools)
 
     async def aclose(self) -> None:

@@ -51,6 +51,23 @@ async def test_the_stream_judges_what_the_session_heard_since_the_last_turn(mode
     assert await stream.unlikely_threshold("en") == 0.5
 
 
+async def test_a_question_that_sounds_unfinished_is_finished_once_its_words_are_heard(model, jfk):
+    """A flat voice asks without a rising end; Whisper's question mark tells. A cut sentence's
+    full stop or exclamation mark does not: Whisper writes them after JFK's "ask not" too."""
+    detector = SmartTurnDetector(model)
+    stream = detector.stream()
+    stream.push_audio(samples_to_frame(jfk[: int(ASK_NOT_END_S * SAMPLE_RATE)], SAMPLE_RATE))
+    verdicts = {}
+    for said in ("And so my fellow Americans, ask not!", "Ask not.", "What time is it right now?"):
+        pending = stream.predict()
+        detector.heard(said)
+        verdicts[said] = (await pending).end_of_turn_probability
+    unheard = await stream.predict()  # no transcript comes: the audio's verdict stands
+    assert verdicts["What time is it right now?"] == 1.0
+    assert verdicts["Ask not."] < 0.2 and verdicts["And so my fellow Americans, ask not!"] < 0.2
+    assert unheard.end_of_turn_probability < 0.2
+
+
 def test_a_pause_inside_a_sentence_does_not_end_the_turn(tmp_path, jfk):
     """JFK stops for 1.2 s after "ask not": longer than the profile's min_delay, so the VAD's
     turn taking answers half a sentence; Smart Turn hears that it goes on and waits (up to

@@ -177,6 +177,7 @@ class LocalLLM(llm.LLM):
     ) -> list[int]:
         """Token ids of the conversation, rendered by the model's own chat template."""
         self._runtime.load()
+        chat_ctx = _intents_in_words(chat_ctx)
         messages, _ = chat_ctx.to_provider_format("openai", inject_dummy_user_message=False)
         schemas = _untitled(llm.ToolContext(tools).parse_function_tools("openai", strict=False))
         if schemas and self._opts.tool_reminder:
@@ -223,6 +224,26 @@ def _instructions(chat_ctx: llm.ChatContext) -> str:
         for item in chat_ctx.items
         if item.type == "message" and item.role in ("system", "developer")
     )
+
+
+def _intents_in_words(chat_ctx: llm.ChatContext) -> llm.ChatContext:
+    """The conversation with the templates' calls shown only as the answers they gave: seeing
+    the clock called for "What time is it?", Qwen2.5-Coder-0.5B answered "What is the capital
+    and friends?" with calls to the date and the calculator. Calls the request ends with stay,
+    for the model to word."""
+    items = chat_ctx.items
+    end = len(items)
+    while end and isinstance(items[end - 1], llm.FunctionCall | llm.FunctionCallOutput):
+        end -= 1
+    answered = [
+        item
+        for item in items[:end]
+        if not (
+            isinstance(item, llm.FunctionCall | llm.FunctionCallOutput)
+            and item.call_id.startswith(INTENT_CALL_PREFIX)
+        )
+    ]
+    return llm.ChatContext([*answered, *items[end:]])
 
 
 def _reminded(messages: list[dict], reminder: str) -> list[dict]:
