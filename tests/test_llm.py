@@ -14,6 +14,7 @@ from agent.engines.lite.llm import LocalLLM, LocalLLMOptions, _offered_arguments
 from agent.models import ModelNotFoundError
 from agent.profile import load_profile
 from agent.relay import RecitedInstructions
+from agent.tool_calls import INTENT_CALL_PREFIX
 from prompts import apology
 from tools import get_time, get_world_time, resolve_tools
 
@@ -237,3 +238,23 @@ async def test_after_a_greeting_said_again_is_cut_off_the_next_question_is_answe
         ctx.add_message(role="assistant", content=replies[-1])
     assert replies[0].endswith(apology("repeat", "en"))
     assert "calling" not in replies[1] and "time" in replies[1].lower(), replies
+
+
+def test_a_templates_answered_call_reaches_the_model_as_words_only(default_model):
+    """Shown the clock call a template made, the 0.5B model answered the next question with
+    made-up calls; it sees the answer the user heard instead."""
+    ctx, tools = kiosk_turn("What time is it?")
+    in_words = ctx.copy()
+    call_id = f"{INTENT_CALL_PREFIX}c1"
+    ctx.insert(llm.FunctionCall(call_id=call_id, name="get_time", arguments="{}"))
+    ctx.insert(
+        llm.FunctionCallOutput(
+            call_id=call_id, name="get_time", output="It is 10:38.", is_error=False
+        )
+    )
+    pending = default_model.render_prompt(ctx, tools)
+    assert pending != default_model.render_prompt(in_words, tools), "the model words a call"
+    for chat in (ctx, in_words):
+        chat.add_message(role="assistant", content="It is 10:38.")
+        chat.add_message(role="user", content="What is the capital of France?")
+    assert default_model.render_prompt(ctx, tools) == default_model.render_prompt(in_words, tools)
