@@ -53,6 +53,8 @@ class VoiceSettings(_Section):
     languages: list[str] = []
     """Languages the voice may switch to: each reply is spoken in its own language, told
     from its text ([] = always ``language``)."""
+    english: Literal["piper", "espeak"] = "piper"
+    """Who speaks English: Piper's neural voice, or espeak-ng as every other language."""
 
 
 class LiteEngineSettings(_Section):

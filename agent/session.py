@@ -44,7 +44,9 @@ LANGUAGE_PLACEHOLDER = "{language}"
 
 def _voice_options(profile: Profile) -> Pyttsx3Options:
     voice = profile.voice
-    return Pyttsx3Options(voice.language, voice.rate, languages=tuple(voice.languages))
+    return Pyttsx3Options(
+        voice.language, voice.rate, languages=tuple(voice.languages), english=voice.english
+    )
 
 
 @runtime_checkable

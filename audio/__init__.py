@@ -1,4 +1,4 @@
-"""Audio plugins for LiveKit Agents: WebRTC VAD, espeak-ng TTS, recorded-file I/O."""
+"""Audio plugins for LiveKit Agents: WebRTC VAD, Piper and espeak-ng TTS, recorded-file I/O."""
 
 from .decode import AudioDecodeError, load_audio
 from .file_io import FileAudioInput, Timeline, TimelineAudioOutput

@@ -1,4 +1,9 @@
-"""Offline speech synthesis with pyttsx3 (espeak-ng) as a LiveKit ``tts.TTS`` plugin."""
+"""Offline speech synthesis as a LiveKit ``tts.TTS`` plugin: Piper for English, espeak-ng
+(through pyttsx3) for every other language, chosen sentence by sentence.
+
+The class names still say pyttsx3, as they did when espeak-ng was the only voice: the session,
+the control plane, the event log and the tests import them by those names.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import tempfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 import pyttsx3
@@ -18,8 +24,10 @@ from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 
 from .clauses import FirstClauseTokenizer
 from .language import TextLanguage, base_language
+from .piper import VOICE_ID, PiperWorker
+from .spoken import speakable
 
-ESPEAK_SAMPLE_RATE = 22050  # what pyttsx3's espeak driver writes
+ESPEAK_SAMPLE_RATE = 22050  # what pyttsx3's espeak driver writes; Piper's is brought to it
 VOICE_ALIASES = {"zh": "cmn"}
 """What the recognizer and the identifier call Chinese is Mandarin, espeak-ng's ``cmn``."""
 EMPTY_RESULT_RETRIES = 3
@@ -33,13 +41,16 @@ espeak_driver.print = lambda *args, **kwargs: None  # type: ignore[attr-defined]
 @dataclass(frozen=True)
 class Pyttsx3Options:
     language: str = "en"
-    """BCP-47 code; picks the espeak-ng voice (``en``, ``de``, ``fr-be``…)."""
+    """BCP-47 code; picks the voice: Piper for English (see ``english``), espeak-ng's for any
+    other (``de``, ``fr-be``…)."""
     rate: int = 175
-    """Words per minute."""
+    """Words per minute (Piper's own pace stands for 175)."""
     volume: float = 1.0
     languages: tuple[str, ...] = ()
     """Languages the voice may switch to, each text spoken in its own (``language`` when the
     text does not tell: the caller's latest, told by ``hear``, or else ``language``)."""
+    english: Literal["piper", "espeak"] = "piper"
+    """Who speaks English: Piper's neural voice, or espeak-ng like every other language."""
 
 
 class _EspeakWorker:
@@ -124,7 +135,8 @@ class _EspeakWorker:
 
 
 class Pyttsx3TTS(tts.TTS):
-    """espeak-ng, fed a reply as it is written: its first clause, then its sentences."""
+    """Piper or espeak-ng by each piece's language, fed a reply as it is written: its first
+    clause, then its sentences, each with its numbers in words (``audio/spoken.py``)."""
 
     def __init__(self, options: Pyttsx3Options | None = None) -> None:
         super().__init__(
@@ -133,7 +145,8 @@ class Pyttsx3TTS(tts.TTS):
             num_channels=1,
         )
         self._opts = options or Pyttsx3Options()
-        self._worker = _EspeakWorker.shared()
+        self._espeak = _EspeakWorker.shared()
+        self._piper = PiperWorker.shared()
         self._voices: dict[str, str] = {}
         """Voice ids by language, as found."""
         self._text_language = TextLanguage(self._opts.languages) if self._opts.languages else None
@@ -143,22 +156,27 @@ class Pyttsx3TTS(tts.TTS):
 
     @property
     def model(self) -> str:
-        return "espeak-ng"
+        return "piper+espeak-ng" if self._opts.english == "piper" else "espeak-ng"
 
     @property
     def provider(self) -> str:
-        return "pyttsx3"
+        return "local"
 
     @property
     def options(self) -> Pyttsx3Options:
         return self._opts
 
     async def voice(self, language: str = "") -> str:
-        """The espeak-ng voice id for ``language`` (the configured one by default); raises
-        ValueError if none."""
+        """The voice id for ``language`` (the configured one by default): Piper's, loaded
+        here, or espeak-ng's; raises ValueError if none."""
         language = language or self._opts.language
+        if self._opts.english == "piper" and base_language(language) == "en":
+            return await self._piper.load()
+        return await self._espeak_voice(language)
+
+    async def _espeak_voice(self, language: str) -> str:
         if language not in self._voices:
-            self._voices[language] = await self._worker.voice_for(language)
+            self._voices[language] = await self._espeak.voice_for(language)
         return self._voices[language]
 
     async def switch_language(self, language: str) -> str:
@@ -169,8 +187,10 @@ class Pyttsx3TTS(tts.TTS):
         return voice
 
     async def language_name(self, language: str = "") -> str:
-        """The English name of ``language``'s voice ("German" for ``de``): for prompts."""
-        return await self._worker.name_of(await self.voice(language))
+        """The English name of ``language`` ("German" for ``de``), as espeak-ng names its
+        voices: for prompts."""
+        language = language or self._opts.language
+        return await self._espeak.name_of(await self._espeak_voice(language))
 
     def hear(self, language: str) -> None:
         """The caller's latest language (as the recognizer heard it): what a reply that does
@@ -197,8 +217,13 @@ class Pyttsx3TTS(tts.TTS):
         return self._pieces.stream(conn_options=conn_options)
 
     async def _render(self, text: str) -> np.ndarray:
-        voice = await self.voice(self.language_of(text))
-        return await self._worker.synthesize(text, voice, self._opts)
+        language = self.language_of(text)
+        voice, said = await self.voice(language), speakable(text, language)
+        if voice == VOICE_ID:
+            return await self._piper.synthesize(
+                said, rate=self._opts.rate, volume=self._opts.volume, sample_rate=self.sample_rate
+            )
+        return await self._espeak.synthesize(said, voice, self._opts)
 
 
 class Pyttsx3ChunkedStream(tts.ChunkedStream):
