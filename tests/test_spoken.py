@@ -10,8 +10,8 @@ from audio.spoken import speakable
 ENGLISH = [
     # what the tools answer
     (
-        "It is 14:05 CET on Saturday 05 December 2026.",
-        "It is fourteen zero five CET on Saturday the fifth of December twenty twenty-six.",
+        "It is 14:05 CET, on Saturday 05 December 2026.",
+        "It is fourteen zero five CET, on Saturday the fifth of December twenty twenty-six.",
     ),
     (
         "26.2 mile is 42.2 kilometer.",

@@ -40,4 +40,5 @@ async def get_world_time(timezone: str) -> str:
 
 
 def _spoken(now: datetime) -> str:
-    return now.strftime("It is %H:%M %Z on %A %d %B %Y.").replace("  ", " ")
+    """The time first, in a clause of its own: the voice starts on it while the date is made."""
+    return now.strftime("It is %H:%M %Z, on %A %d %B %Y.").replace("  ", " ")
