@@ -133,3 +133,17 @@ def test_the_language_bench_scores_the_multilingual_recognizer(tmp_path):
     assert all(row["base_s"] > 0 and row["tiny_en_s"] > 0 for row in figures["clips"].values())
     right, total = figures["total"]["right_language_utterances"]
     assert total >= 20 and right <= total
+
+
+def test_the_quality_bench_scores_each_turn_of_a_spoken_conversation(tmp_path):
+    out = tmp_path / "figures.json"
+    command = f"{sys.executable} bench/quality.py --smoke --speed 2 --out {tmp_path} --json {out}"
+    run = subprocess.run(command.split(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "desktop profile:" in run.stdout and "e2e median" in run.stdout, run.stdout
+    figures = json.loads(out.read_text())
+    assert len(figures["turns"]) == figures["profiles"]["desktop"]["turns"] == 3
+    fields = {"right", "replied", "facts", "tool", "false_call", "admitted", "repeat", "brief"}
+    for turn in figures["turns"]:
+        assert fields <= set(turn["scores"]), turn  # a turn the scorer could not read lacks them
+        assert {"heard", "reply", "tools", "e2e_s"} <= set(turn)
