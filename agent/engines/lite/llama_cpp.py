@@ -12,12 +12,15 @@ import ctypes
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import llama_cpp
+import numpy as np
+import numpy.typing as npt
 import torch
+from llama_cpp._utils import suppress_stdout_stderr
 from transformers import AutoTokenizer
 
 from ...generation import GenerationStats, common_prefix, text_streamer
@@ -27,8 +30,14 @@ from .causal_lm import LocalLMRuntime, PrefixCache, derived_from
 logger = logging.getLogger("voice_agent")
 
 FAST_QUANTISATION = "Q8_0"
-"""What a GGUF is requantised to once: llama.cpp fills a prompt about twice as fast from Q8_0
-as from the bundled Q4_1, for the same answers (requantising cannot add back what Q4_1 lost)."""
+"""What a small model's GGUF is requantised to once: llama.cpp fills a prompt about twice as
+fast from Q8_0 as from SmolLM2's Q4_1, and Qwen2.5-Coder-0.5B's first clause comes in 0.22 s
+from Q8_0 against 0.27 s from its Q4_K_M, for the same answers (requantising cannot add back
+what the shipped quantisation lost)."""
+REQUANTISED_BELOW_PARAMS = 1_000_000_000
+"""Larger models run as shipped: Qwen2.5-Coder-1.5B's first clause takes 0.48 s from its
+Q4_K_M against 0.66 s from Q8_0, decoding 27 against 16 tokens a second (bench/llm.py
+--ladder): its Q8_0 weights (1.9 GB) are read slower than the Q4_K_M's are computed."""
 
 
 class LlamaCppRuntime(LocalLMRuntime):
@@ -65,7 +74,7 @@ class LlamaCppRuntime(LocalLMRuntime):
             try:
                 self._tokenizer = _tokenizer(gguf)
                 self._llama = llama_cpp.Llama(
-                    model_path=str(_requantised(gguf)),
+                    model_path=str(fastest_weights(gguf)),
                     n_ctx=self._context_tokens,
                     n_threads=os.cpu_count(),
                     n_threads_batch=os.cpu_count(),
@@ -84,6 +93,7 @@ class LlamaCppRuntime(LocalLMRuntime):
         max_new_tokens: int,
         temperature: float,
         repetition_penalty: float = 1.0,
+        banned_first: Sequence[int] = (),
     ) -> GenerationStats:
         """``cache`` is not used: llama.cpp keeps the last request's keys and values itself."""
         self.load()
@@ -95,8 +105,13 @@ class LlamaCppRuntime(LocalLMRuntime):
         generated = 0
         # the first token comes once the prompt is in the cache: a request cancelled before it
         # starts (the warm-up) still leaves its prompt there
+        banned = _banned_at(len(prompt_ids), banned_first) if banned_first else None
         for token in llama.generate(
-            prompt_ids, temp=temperature, repeat_penalty=repetition_penalty, reset=True
+            prompt_ids,
+            temp=temperature,
+            repeat_penalty=repetition_penalty,
+            reset=True,
+            logits_processor=banned,
         ):
             if cancelled.is_set() or token in ends:
                 break
@@ -109,6 +124,17 @@ class LlamaCppRuntime(LocalLMRuntime):
         )
 
 
+def _banned_at(position: int, tokens: Sequence[int]) -> llama_cpp.LogitsProcessorList:
+    """``tokens`` made impossible as the token at ``position`` (the reply's first)."""
+
+    def ban(input_ids: npt.NDArray[np.intc], scores: npt.NDArray[np.single]) -> Any:
+        if len(input_ids) == position:
+            scores[list(tokens)] = -np.inf
+        return scores
+
+    return llama_cpp.LogitsProcessorList([ban])
+
+
 def _tokenizer(gguf: Path) -> Any:
     """The GGUF's own tokenizer and chat template, read by Hugging Face (~5 s) and kept."""
     folder = derived_from(gguf, "tokenizer")
@@ -118,11 +144,36 @@ def _tokenizer(gguf: Path) -> Any:
     return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
-def _requantised(gguf: Path) -> Path:
-    """The weights as Q8_0, made once (under a second for SmolLM2) and kept."""
+def _header(gguf: Path) -> tuple[int, int]:
+    """The GGUF's parameter count and quantisation, read with its vocabulary only."""
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    with suppress_stdout_stderr(disable=False):  # its tokenizer's warnings, printed as it loads
+        model = llama_cpp.llama_model_load_from_file(str(gguf).encode(), params)
+    if not model:
+        raise OSError(f"llama.cpp cannot read {gguf.name}")
+    try:
+        value = ctypes.create_string_buffer(16)
+        llama_cpp.llama_model_meta_val_str(model, b"general.file_type", value, len(value))
+        return int(llama_cpp.llama_model_n_params(model)), int(value.value or -1)
+    finally:
+        llama_cpp.llama_model_free(model)
+
+
+def fastest_weights(gguf: Path) -> Path:
+    """The weights llama.cpp runs fastest: a small model's requantised to Q8_0 once (under a
+    second for SmolLM2) and kept, a larger one's as they are."""
     library_log = logging.getLogger("llama-cpp-python")  # llama.cpp's own, every tensor
     if library_log.level == logging.NOTSET:
         library_log.setLevel(logging.ERROR)
+    parameters, file_type = _header(gguf)
+    if parameters >= REQUANTISED_BELOW_PARAMS or file_type == llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0:
+        return gguf
+    return requantised(gguf)
+
+
+def requantised(gguf: Path) -> Path:
+    """``gguf`` as Q8_0, made once and kept (the original where llama.cpp cannot)."""
     target = derived_from(gguf, f"{FAST_QUANTISATION.lower()}.gguf")
     if target.is_file():
         return target

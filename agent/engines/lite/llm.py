@@ -24,18 +24,10 @@ from ...context import ContextMeter, ContextOptions, ContextWindow, Request, Tri
 from ...generation import GenerationStats
 from ...relay import relay_reply
 from ...tool_calls import INTENT_CALL_PREFIX, ParsedToolCall
+from . import prompt
 from .causal_lm import LocalLMRuntime, PrefixCache, TransformersRuntime
 from .intents import IntentMatch, LocalIntents
 from .llama_cpp import LlamaCppRuntime
-
-TOOLS_IN_SYSTEM_PROMPT = """
-
-You can call these tools:
-<tools>
-{tools}
-</tools>
-To call a tool, reply with only \
-<tool_call>{{"name": "<tool name>", "arguments": {{<arguments>}}}}</tool_call>"""
 
 
 @dataclass(frozen=True)
@@ -163,11 +155,13 @@ class LocalLLM(llm.LLM):
 
     def prompt_tokens(self, instructions: str, tools: Sequence[llm.Tool | llm.Toolset]) -> int:
         """The system turn's size, tools included, as the model reads it."""
-        return len(self.render_prompt(_system_turn(instructions), tools))
+        return len(self.render_prompt(prompt.system_turn(instructions), tools))
 
     async def warm(self, instructions: str, tools: Sequence[llm.Tool | llm.Toolset]) -> None:
         """Prefill the system turn now, so the first user turn only pays for its own tokens."""
-        prompt_ids = await asyncio.to_thread(self.render_prompt, _system_turn(instructions), tools)
+        prompt_ids = await asyncio.to_thread(
+            self.render_prompt, prompt.system_turn(instructions), tools
+        )
         stop = threading.Event()
         stop.set()
         await self.generate(prompt_ids, lambda _: None, stop)
@@ -177,18 +171,23 @@ class LocalLLM(llm.LLM):
     ) -> list[int]:
         """Token ids of the conversation, rendered by the model's own chat template."""
         self._runtime.load()
-        chat_ctx = _intents_in_words(chat_ctx)
+        chat_ctx = prompt.intents_in_words(chat_ctx)
         messages, _ = chat_ctx.to_provider_format("openai", inject_dummy_user_message=False)
-        schemas = _untitled(llm.ToolContext(tools).parse_function_tools("openai", strict=False))
+        schemas = prompt.untitled(
+            llm.ToolContext(tools).parse_function_tools("openai", strict=False)
+        )
         if schemas and self._opts.tool_reminder:
-            messages = _reminded(messages, self._opts.tool_reminder)
+            messages = prompt.reminded(messages, self._opts.tool_reminder)
         if self._runtime.template_supports_tools:
-            return self._runtime.render(_calls_as_objects(messages), tools=schemas or None)
-        return self._runtime.render(_inline_tools(messages, schemas))
+            return self._runtime.render(prompt.calls_as_objects(messages), tools=schemas or None)
+        return self._runtime.render(prompt.inline_tools(messages, schemas))
 
     async def generate(
-        self, prompt_ids: list[int], on_text: Any, cancelled: threading.Event
+        self, prompt_ids: list[int], on_text: Any, cancelled: threading.Event, avoid: str = ""
     ) -> GenerationStats:
+        """The reply to ``prompt_ids``, streamed to ``on_text``; it may not start as ``avoid``
+        does."""
+        banned = self._runtime.first_tokens(avoid) if avoid else []
         return await asyncio.get_running_loop().run_in_executor(
             self._runtime.worker,
             lambda: self._runtime.generate(
@@ -199,6 +198,7 @@ class LocalLLM(llm.LLM):
                 max_new_tokens=self._opts.max_new_tokens,
                 temperature=self._opts.temperature,
                 repetition_penalty=self._opts.repetition_penalty,
+                banned_first=banned,
             ),
         )
 
@@ -209,91 +209,6 @@ def _runtime(options: LocalLLMOptions) -> LocalLMRuntime:
             options.model, gguf_file=options.gguf_file, context_tokens=options.context.max_tokens
         )
     return TransformersRuntime(options.model, gguf_file=options.gguf_file, device=options.device)
-
-
-def _system_turn(instructions: str) -> llm.ChatContext:
-    chat_ctx = llm.ChatContext()
-    chat_ctx.add_message(role="system", content=instructions)
-    return chat_ctx
-
-
-def _instructions(chat_ctx: llm.ChatContext) -> str:
-    """The system turns' text, which the reply must not recite."""
-    return "\n".join(
-        item.text_content or ""
-        for item in chat_ctx.items
-        if item.type == "message" and item.role in ("system", "developer")
-    )
-
-
-def _intents_in_words(chat_ctx: llm.ChatContext) -> llm.ChatContext:
-    """The conversation with the templates' calls shown only as the answers they gave: seeing
-    the clock called for "What time is it?", Qwen2.5-Coder-0.5B answered "What is the capital
-    and friends?" with calls to the date and the calculator. Calls the request ends with stay,
-    for the model to word."""
-    items = chat_ctx.items
-    end = len(items)
-    while end and isinstance(items[end - 1], llm.FunctionCall | llm.FunctionCallOutput):
-        end -= 1
-    answered = [
-        item
-        for item in items[:end]
-        if not (
-            isinstance(item, llm.FunctionCall | llm.FunctionCallOutput)
-            and item.call_id.startswith(INTENT_CALL_PREFIX)
-        )
-    ]
-    return llm.ChatContext([*answered, *items[end:]])
-
-
-def _reminded(messages: list[dict], reminder: str) -> list[dict]:
-    """Each user turn after the first reply, with ``reminder`` after it: once a small model
-    has answered in words it goes on answering in words, its tools forgotten (Qwen2.5-Coder-0.5B
-    called the right tool for 1 of 23 requests after small talk, 20 of 23 reminded:
-    bench/tools.py). Every such turn carries it, so the rendered history stays the same from one
-    request to the next and its cache is reused."""
-    out: list[dict] = []
-    replied = False
-    for message in messages:
-        if message["role"] == "user" and replied and isinstance(message.get("content"), str):
-            message = {**message, "content": f"{message['content']}\n\n{reminder}"}
-        replied = replied or message["role"] == "assistant"
-        out.append(message)
-    return out
-
-
-def _untitled(schema: Any) -> Any:
-    """The schemas without pydantic's ``title`` entries, which small models copy into their
-    calls' arguments as if they were parameters."""
-    if isinstance(schema, list):
-        return [_untitled(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    kept = {key: _untitled(value) for key, value in schema.items() if key != "title"}
-    if isinstance(properties := schema.get("properties"), dict):  # names, not keywords
-        kept["properties"] = {name: _untitled(value) for name, value in properties.items()}
-    return kept
-
-
-def _calls_as_objects(messages: list[dict]) -> list[dict]:
-    """Earlier calls' arguments as objects, as chat templates expect: OpenAI's format holds
-    them as JSON text, which a template would quote a second time (and the model copy)."""
-    out = []
-    for message in messages:
-        if calls := message.get("tool_calls"):
-            calls = [
-                {
-                    **c,
-                    "function": {
-                        **c["function"],
-                        "arguments": json.loads(c["function"]["arguments"] or "{}"),
-                    },
-                }
-                for c in calls
-            ]
-            message = {**message, "tool_calls": calls}
-        out.append(message)
-    return out
 
 
 def _tool_outputs(chat_ctx: llm.ChatContext) -> list[str]:
@@ -321,28 +236,6 @@ def _offered_arguments(name: str, arguments: str, tools: Sequence[llm.Tool]) -> 
     if taken is None or not isinstance(given, dict):
         return arguments
     return json.dumps({k: v for k, v in given.items() if k in taken.get("properties", {})})
-
-
-def _inline_tools(messages: list[dict], schemas: list[dict]) -> list[dict]:
-    """For chat templates without tool support: tools in the system turn, calls as text."""
-    out: list[dict] = []
-    for message in messages:
-        if message.get("tool_calls"):
-            calls = "".join(
-                f'<tool_call>{{"name": {json.dumps(c["function"]["name"])}, '
-                f'"arguments": {c["function"]["arguments"] or "{}"}}}</tool_call>'
-                for c in message["tool_calls"]
-            )
-            message = {"role": "assistant", "content": (message.get("content") or "") + calls}
-        out.append({**message, "content": message.get("content") or ""})
-    if schemas:
-        listing = "\n".join(json.dumps(s["function"]) for s in schemas)
-        tools_text = TOOLS_IN_SYSTEM_PROMPT.format(tools=listing)
-        if out and out[0]["role"] in ("system", "developer"):
-            out[0] = {"role": "system", "content": out[0]["content"] + tools_text}
-        else:
-            out.insert(0, {"role": "system", "content": tools_text.strip()})
-    return [{**m, "role": "system"} if m["role"] == "developer" else m for m in out]
 
 
 class LocalLLMStream(llm.LLMStream):
@@ -374,13 +267,16 @@ class LocalLLMStream(llm.LLMStream):
         )
         self._engine.meter.report(trim)
         stats, calls = await relay_reply(
-            lambda on_text: self._engine.generate(prompt_ids, on_text, cancelled),
+            lambda on_text, avoid="": self._engine.generate(prompt_ids, on_text, cancelled, avoid),
             lambda text: self._send(request_id, text),
             cancelled=cancelled,
             offered=llm.ToolContext(self._tools).function_tools.keys(),
-            own_words="\n".join([_instructions(self._chat_ctx), *self._engine.options.scripted]),
+            own_words="\n".join(
+                [prompt.instructions_of(self._chat_ctx), *self._engine.options.scripted]
+            ),
             language=self._engine.language,
             on_malformed=lambda e: self._emit_error(e, recoverable=True),
+            earlier=prompt.replies(self._chat_ctx),
         )
         self._engine.meter.latest = stats.prompt_tokens + stats.generated_tokens
         self._call(request_id, calls)

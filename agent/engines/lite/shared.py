@@ -45,6 +45,7 @@ async def load(
             model=lite.stt_model,
             language=lite.stt_language,
             languages=tuple(lite.stt_languages),
+            beam_size=lite.stt_beam_size,
         )
     )
     languages = {profile.voice.language, *profile.voice.languages, *lite.stt_languages}
