@@ -30,6 +30,7 @@ def intents() -> LocalIntents:
     [
         ("What time is it right now?", "get_time", {}),
         ("What's the date today?", "get_date", {}),
+        ("What day is it today?", "get_date", {}),
         ("Set a timer for 5 minutes.", "set_timer", {"minutes": 5, "seconds": 0, "label": ""}),
         ("Set a thirty second timer.", "set_timer", {"minutes": 0, "seconds": 30, "label": ""}),
         ("Start a 10 minute timer called tea.", "set_timer", {"minutes": 10, "label": "tea"}),
@@ -42,12 +43,16 @@ def intents() -> LocalIntents:
         ("What is seventeen times twenty-three?", "calculate", {"expression": "17 * 23"}),
         ("What's 1,234 plus 5,678?", "calculate", {"expression": "1234 + 5678"}),
         ("What is 12.5 percent of 80?", "calculate", {"expression": "12.5 / 100 * 80"}),
+        ("What is 15% of 80?", "calculate", {"expression": "15 / 100 * 80"}),
+        ("What is the square root of eighty-one?", "calculate", {"expression": "sqrt(81)"}),
         (
             "Convert 26.2 miles to kilometers.",
             "convert_units",
             {"value": 26.2, "to_unit": "kilometers"},
         ),  # noqa: E501
         ("How many grams are in 3 pounds?", "convert_units", {"from_unit": "pounds"}),
+        ("How many grams are in a kilogram?", "convert_units", {"value": 1, "to_unit": "grams"}),
+        ("How many kilometers is 26.2 miles?", "convert_units", {"value": 26.2}),
         ("What time is it in Tokyo?", "get_world_time", {"timezone": "Asia/Tokyo"}),
         ("What's the time in New York?", "get_world_time", {"timezone": "America/New_York"}),
         ("What's the weather like?", "look_up_online", {"topic": "the weather"}),

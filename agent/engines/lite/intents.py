@@ -62,7 +62,10 @@ def _number(value: Any) -> str:
 
 
 def _calculation(slots: Entities, _: dict[str, Any]) -> tuple[ParsedToolCall, ...] | None:
-    expression = f"{_number(slots['a'])} {slots['operator']} {_number(slots['b'])}"
+    if "b" in slots:
+        expression = f"{_number(slots['a'])} {slots['operator']} {_number(slots['b'])}"
+    else:  # a function of one number: "the square root of 81"
+        expression = f"{slots['operator']}({_number(slots['a'])})"
     try:
         evaluate(expression)
     except (ValueError, ZeroDivisionError, OverflowError):
@@ -135,8 +138,10 @@ def _templates(language: str) -> dict[str, Any]:
     own = resources.files("prompts").joinpath(f"intents_{language}.yaml")
     if own.is_file():
         extra = yaml.safe_load(own.read_text("utf-8"))
-        for key in ("intents", "lists", "expansion_rules"):
+        for key in ("lists", "expansion_rules"):
             data.setdefault(key, {}).update(extra.get(key, {}))
+        for name, intent in extra.get("intents", {}).items():  # ours add to theirs
+            data.setdefault("intents", {}).setdefault(name, {"data": []})["data"] += intent["data"]
     handled = {*HANDLERS, "HassNevermind"}
     data["intents"] = {k: v for k, v in data["intents"].items() if k in handled}
     return data
