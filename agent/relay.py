@@ -20,6 +20,7 @@ import threading
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
+from livekit.agents import llm
 from livekit.agents.utils import aio
 
 from prompts import apology
@@ -263,6 +264,15 @@ async def _relay_once(
         tail, calls = guard.then(said), []
     say(tail)
     return result, calls, ""
+
+
+def replies(items: Sequence[llm.ChatItem]) -> list[str]:
+    """What the agent has said in a conversation (the greeting too): a reply's ``earlier``."""
+    return [
+        item.text_content or ""
+        for item in items
+        if isinstance(item, llm.ChatMessage) and item.role == "assistant"
+    ]
 
 
 def _log_failure(run: asyncio.Future[Any]) -> None:

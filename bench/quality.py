@@ -16,7 +16,8 @@ started in (a turn heard in two pieces keeps its replies), and what follows it i
 
 A turn is *right* when its reply holds its facts (numbers in digits or words), with the right
 tool and arguments that do the job (for arithmetic and units, no call and the right figure will
-do), no call it did not need, an admission where the answer cannot be known offline (and no
+do), no call it did not need (a call to a made-up tool is refused and the reply generated again:
+it is counted apart), an admission where the answer cannot be known offline (and no
 made-up figure), a format instruction's word limit, no repeat of an earlier reply and no recital
 of the prompt. Brevity (35 words, two sentences) and e2e latency are reported beside it; e2e is
 on the recording's clock, so at ``--speed`` 2 the model's time counts double. A turn that
@@ -81,7 +82,8 @@ ADMITS = re.compile(
 FIGURE = re.compile(r"\d\d|[02-9]")
 """A made-up figure, in a normalised reply: any number but a lone 1 ("that one")."""
 REFUSED = "which it was not offered"
-"""An ``error`` event's words for a call to a tool the profile does not offer (never run)."""
+"""An ``error`` event's words for a call to a tool the profile does not offer: never run, and
+the reply generated again in words, so it is counted apart from the calls that ran."""
 DEFERRALS = ("transfer_call", "look_up_online")
 """Handing the caller to a person (the call profile's prompt asks for it), or the tool that
 says what cannot be looked up offline, admit as well."""
@@ -233,7 +235,6 @@ def score(turn: Turn, offered: list[str], heard: Heard, earlier: list[str]) -> d
     deferred = admit and any(c["name"] in DEFERRALS for c in heard.tools)
     allowed = (tool, *DEFERRALS) if admit else (tool,)
     false_calls = [c["name"] for c in heard.tools if c["name"] not in allowed]
-    false_calls += [e for e in heard.errors if REFUSED in e]
     words = re.findall(r"[\w'.:-]+", reply)
     admitted = deferred or (ADMITS.search(reply) is not None and not FIGURE.search(said))
     scores: dict[str, Any] = {
@@ -241,6 +242,7 @@ def score(turn: Turn, offered: list[str], heard: Heard, earlier: list[str]) -> d
         "facts": all(re.search(f, said, re.I) for f in facts) if facts else None,
         "tool": not false_calls and (any(calls) if tool and not turn.optional else all(calls)),
         "false_call": bool(false_calls),
+        "refused_call": any(REFUSED in e for e in heard.errors),
         "admitted": admitted if admit else None,
         "format": len(words) <= turn.words if turn.words else None,
         "repeat": bool(reply)
@@ -364,27 +366,41 @@ def tally(
     return pairs
 
 
+def intent_answered(row: dict[str, Any]) -> bool:
+    """A turn a sentence template answered (its calls' source), not the model."""
+    return bool(row["tools"]) and all(c.get("source") == "intent" for c in row["tools"])
+
+
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     def count(key: str, value: object = True) -> int:
         return sum(r["scores"].get(key) == value for r in rows)
 
     e2e = [r["e2e_s"] for r in rows if r["e2e_s"] is not None]
-    tool_turns = [r for r in rows if r["tool_required"]]
+    by_intent = [r["e2e_s"] for r in rows if r["e2e_s"] is not None and intent_answered(r)]
+    tool_turns = [r for r in rows if r["expected_tool"]]  # arithmetic and units too
+    toolless = [r for r in rows if not r["expected_tool"]]
     return {
         "turns": len(rows),
         "right": count("right"),
         "categories": tally(rows, "category", lambda r: r["scores"]["right"]),
-        "tool_requests": [sum(bool(r["scores"].get("tool")) for r in tool_turns), len(tool_turns)],
-        "false_calls": count("false_call"),
+        "tool_requests": [sum(bool(r["scores"]["right"]) for r in tool_turns), len(tool_turns)],
+        "false_calls": [sum(bool(r["scores"].get("false_call")) for r in toolless), len(toolless)],
         "admitted": [count("admitted"), count("admitted") + count("admitted", False)],
         "repeats": count("repeat"),
         "recitals": count("recited"),
+        "refused_calls": count("refused_call"),
+        "wrong_and_misheard": [
+            sum(not r["scores"]["right"] and r["heard_ratio"] < HEARD_RATIO for r in rows),
+            sum(not r["scores"]["right"] for r in rows),
+        ],
         "brief": count("brief"),
         "heard_right": tally(rows, "voice", lambda r: r["heard_ratio"] >= HEARD_RATIO),
         "interrupted": sum(r["interrupted"] for r in rows),
         "no_reply": count("replied", False),
         "e2e_median_s": round(float(np.median(e2e)), 3) if e2e else None,
         "e2e_p90_s": round(float(np.percentile(e2e, 90)), 3) if e2e else None,
+        "intent_answers": len(by_intent),
+        "e2e_intent_median_s": round(float(np.median(by_intent)), 3) if by_intent else None,
     }
 
 
@@ -396,11 +412,16 @@ def table(name: str, s: dict[str, Any]) -> str:
     lines += [f"  {category:<14} {ratio(pair):>6}" for category, pair in s["categories"].items()]
     e2e = "-" if s["e2e_median_s"] is None else f"{s['e2e_median_s']:.2f} / {s['e2e_p90_s']:.2f} s"
     lines += [
-        f"  tool requests right {ratio(s['tool_requests'])}, false calls {s['false_calls']}, "
+        f"  tool requests right {ratio(s['tool_requests'])}, false calls "
+        f"{ratio(s['false_calls'])} turns without one, "
         f"admitted unknowns {ratio(s['admitted'])}, repeats {s['repeats']}, "
-        f"recitals {s['recitals']}",
+        f"recitals {s['recitals']}, made-up calls refused {s['refused_calls']}",
+        f"  misheard (transcript under {HEARD_RATIO:.0%} like what was said): "
+        f"{ratio(s['wrong_and_misheard'])} of the turns not right",
         f"  brief {s['brief']}/{s['turns']}, interrupted {s['interrupted']}, "
-        f"no reply {s['no_reply']}; e2e median / p90 {e2e}",
+        f"no reply {s['no_reply']}; e2e median / p90 {e2e}, "
+        f"of the {s['intent_answers']} answered by templates "
+        f"{s['e2e_intent_median_s'] if s['e2e_intent_median_s'] is not None else '-'} s",
         "  heard right: "
         + ", ".join(f"{ratio(pair)} ({voice})" for voice, pair in s["heard_right"].items()),
     ]

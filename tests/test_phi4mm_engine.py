@@ -134,6 +134,19 @@ def test_text_streams_and_an_interrupt_stops_within_a_step(engine, clip):
     assert stopped.generated_tokens == 3, "decoding stops at the step that sees the interrupt"
 
 
+def test_a_reply_asked_to_avoid_an_earlier_one_starts_otherwise_from_the_same_cache(engine, clip):
+    """How a loop is broken (agent/relay.py): the same turn again, its first reply's opening
+    token banned, begins another way; and unbanned, it is the first reply again."""
+    turn = [SYSTEM, spoken(clip, "a1"), CUE]
+    first, _ = run(engine, turn)
+    tokenizer = engine.loaded.processor.tokenizer
+    again, stats = run(engine, turn, avoid="".join(first))
+    opening = [tokenizer.encode("".join(t), add_special_tokens=False)[:1] for t in (first, again)]
+    assert again and opening[0] != opening[1]
+    assert stats.cached_tokens > 0, "the turn's prompt is not encoded again"
+    assert run(engine, turn)[0] == first
+
+
 def test_a_follow_up_turn_reuses_the_history_and_matches_a_cold_start(engine, tiny_phi4mm, clip):
     first, _ = run(engine, [SYSTEM, spoken(clip, "r1"), CUE])
     history = [SYSTEM, spoken(clip, "r1"), PromptPart(f"<|assistant|>{''.join(first)}<|end|>")]

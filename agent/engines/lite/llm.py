@@ -22,7 +22,7 @@ from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGive
 
 from ...context import ContextMeter, ContextOptions, ContextWindow, Request, Trim
 from ...generation import GenerationStats
-from ...relay import relay_reply
+from ...relay import relay_reply, replies
 from ...tool_calls import INTENT_CALL_PREFIX, ParsedToolCall
 from . import prompt
 from .causal_lm import LocalLMRuntime, PrefixCache, TransformersRuntime
@@ -276,7 +276,7 @@ class LocalLLMStream(llm.LLMStream):
             ),
             language=self._engine.language,
             on_malformed=lambda e: self._emit_error(e, recoverable=True),
-            earlier=prompt.replies(self._chat_ctx),
+            earlier=replies(self._chat_ctx.items),
         )
         self._engine.meter.latest = stats.prompt_tokens + stats.generated_tokens
         self._call(request_id, calls)

@@ -35,16 +35,6 @@ def instructions_of(chat_ctx: llm.ChatContext) -> str:
     )
 
 
-def replies(chat_ctx: llm.ChatContext) -> list[str]:
-    """What the agent has said in the conversation (the greeting too), which a reply may not
-    say again."""
-    return [
-        item.text_content or ""
-        for item in chat_ctx.items
-        if isinstance(item, llm.ChatMessage) and item.role == "assistant"
-    ]
-
-
 def intents_in_words(chat_ctx: llm.ChatContext) -> llm.ChatContext:
     """The conversation with the templates' calls shown only as the answers they gave: seeing
     the clock called for "What time is it?", Qwen2.5-Coder-0.5B answered "What is the capital

@@ -17,7 +17,7 @@ from livekit import rtc
 from livekit.agents import llm, utils
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 
-from ...relay import relay_reply
+from ...relay import relay_reply, replies
 from .parts import PromptPart
 from .prompt import card_tools
 from .records import ReplyRecord, TurnRecord
@@ -216,13 +216,14 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
         generation.answers = self._latest_user_turn(items)
         adapter = adapter_for([media for part in parts for media in part.media])
         stats, calls = await relay_reply(
-            lambda on_text: self._model.run(
+            lambda on_text, avoid="": self._model.run(
                 self._model.engine.generate,
                 parts,
                 adapter,
                 on_text=on_text,
                 cancelled=generation.cancelled,
                 thread=self._model.thread,
+                avoid=avoid,
             ),
             lambda text: self._say(generation, text),
             cancelled=generation.cancelled,
@@ -230,6 +231,7 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
             own_words="\n".join([instructions, *self._model.scripted]),
             language=self._model.language,
             on_malformed=self._report,
+            earlier=replies(items),
         )
         for call in calls:
             function_call = llm.FunctionCall(

@@ -140,6 +140,7 @@ class Phi4MMEngine:
         cancelled: threading.Event,
         max_new_tokens: int | None = None,
         thread: str = "chat",
+        avoid: str = "",
     ) -> GenerationStats:
         """Blocking; streams text to ``on_text`` and stops at the next step once cancelled.
 
@@ -152,7 +153,7 @@ class Phi4MMEngine:
         with self._closing_on_error(request):
             self._prefill(request, stop=request.length - 1)
             with torch.inference_mode(), self._rope(conversation.long_rope):
-                output = self._run_generate(request, max_new, on_text, cancelled)
+                output = self._run_generate(request, max_new, on_text, cancelled, avoid)
         conversation.parts, conversation.reply = request.encoded, output[0, 1:].tolist()
         self._keep_within_budget()
         return GenerationStats(
@@ -280,13 +281,16 @@ class Phi4MMEngine:
         max_new_tokens: int,
         on_text: Callable[[str], None],
         cancelled: threading.Event,
+        avoid: str,
     ) -> torch.Tensor:
-        """Decode after the prefilled prompt; returns the prompt's last token and the reply's.
-        ``generate`` is given that last token alone (with its position, and a mask the length of
-        the prompt): handed the whole prompt, it would copy history-long ids and positions for
-        every token it adds."""
+        """Decode after the prefilled prompt; returns the prompt's last token and the reply's,
+        which may not begin with ``avoid``'s first token. ``generate`` is given that last token
+        alone (with its position, and a mask the length of the prompt): handed the whole
+        prompt, it would copy history-long ids and positions for every token it adds."""
         loaded, length = self.loaded, request.length
         generation_config = loaded.model.generation_config
+        tokenizer = loaded.processor.tokenizer
+        banned = tokenizer.encode(avoid, add_special_tokens=False)[:1] if avoid else None
         result: torch.Tensor = loaded.model.generate(
             input_ids=torch.tensor([request.new_ids[-1:]], device=loaded.device),
             position_ids=torch.tensor([[length - 1]], device=loaded.device),
@@ -295,8 +299,9 @@ class Phi4MMEngine:
             max_new_tokens=max_new_tokens,
             eos_token_id=generation_config.eos_token_id,
             pad_token_id=generation_config.pad_token_id,
+            begin_suppress_tokens=banned,
             **streaming_kwargs(
-                loaded.processor.tokenizer,
+                tokenizer,
                 on_text,
                 cancelled,
                 temperature=self.options.temperature,
