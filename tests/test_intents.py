@@ -38,10 +38,12 @@ def intents() -> LocalIntents:
         ("Cancel the timer.", "cancel_timer", {"timer": ""}),
         ("Turn on the lamp.", "set_device", {"device": "lamp", "state": "on"}),
         ("Switch the lamp off.", "set_device", {"device": "lamp", "state": "off"}),
+        ("Now switch the lamp off, please.", "set_device", {"state": "off"}),  # skip words
         ("Open the door.", "set_device", {"device": "door", "state": "open"}),
         ("Is the door open?", "get_device_state", {"device": "door"}),
         ("What is seventeen times twenty-three?", "calculate", {"expression": "17 * 23"}),
         ("What's 1,234 plus 5,678?", "calculate", {"expression": "1234 + 5678"}),
+        ("Well, 1,234 plus 5,678.", "calculate", {"expression": "1234 + 5678"}),
         ("What is 12.5 percent of 80?", "calculate", {"expression": "12.5 / 100 * 80"}),
         ("What is 15% of 80?", "calculate", {"expression": "15 / 100 * 80"}),
         ("What is the square root of eighty-one?", "calculate", {"expression": "sqrt(81)"}),

@@ -197,16 +197,6 @@ async def test_replies_that_are_not_a_loop_are_spoken_as_they_come(reply, earlie
     assert ("".join(said), errors, worker.avoided) == (reply, [], [])
 
 
-async def test_a_call_to_a_made_up_tool_is_generated_anew_in_words():
-    said, errors = [], []
-    made_up = '<tool_call>{"name": "joke", "arguments": {}}</tool_call>'
-    joke = "Why did the scarecrow win an award? He was outstanding in his field."
-    worker = Worker([made_up], instead=word_pieces(joke))
-    count, calls = await relay(worker, said, errors, offered={"get_time"})
-    assert ("".join(said), calls, worker.avoided) == (joke, [], [made_up])
-    assert [str(e) for e in errors] == ["the model called ['joke'], which it was not offered"]
-
-
 @pytest.mark.parametrize(
     ("language", "reply", "apology_"),
     [
@@ -219,8 +209,7 @@ async def test_an_apology_is_said_in_the_callers_language(language, reply, apolo
     """Spanish and German have their own; Swedish, which the apologies lack, gets English."""
     said, errors = [], []
     await relay(Worker([reply]), said, errors, offered={"get_time"}, language=language)
-    assert "".join(said) == apology(apology_, language)
-    assert errors and len({str(e) for e in errors}) == 1, "a failed call is tried again once"
+    assert "".join(said) == apology(apology_, language) and len(errors) == 1
     assert apology(apology_, "sv") == apology(apology_, "en")
 
 

@@ -140,6 +140,7 @@ def _templates(language: str) -> dict[str, Any]:
         extra = yaml.safe_load(own.read_text("utf-8"))
         for key in ("lists", "expansion_rules"):
             data.setdefault(key, {}).update(extra.get(key, {}))
+        data["skip_words"] = [*data.get("skip_words", []), *extra.get("skip_words", [])]
         for name, intent in extra.get("intents", {}).items():  # ours add to theirs
             data.setdefault("intents", {}).setdefault(name, {"data": []})["data"] += intent["data"]
     handled = {*HANDLERS, "HassNevermind"}

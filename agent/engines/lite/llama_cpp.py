@@ -31,12 +31,13 @@ logger = logging.getLogger("voice_agent")
 
 FAST_QUANTISATION = "Q8_0"
 """What a small model's GGUF is requantised to once: llama.cpp fills a prompt about twice as
-fast from Q8_0 as from SmolLM2's Q4_1, and Qwen2.5-Coder-0.5B's first clause comes in 0.22 s
-from Q8_0 against 0.27 s from its Q4_K_M, for the same answers (requantising cannot add back
-what the shipped quantisation lost)."""
+fast from Q8_0 as from SmolLM2's Q4_1, for the same answers (requantising cannot add back what
+the shipped quantisation lost). For Qwen2.5-Coder-0.5B it hardly matters (first clause 0.24 s
+from Q8_0, 0.25 s from its Q4_K_M; bench/llm.py --ladder), so it keeps the Q8_0 it has always
+run as."""
 REQUANTISED_BELOW_PARAMS = 1_000_000_000
-"""Larger models run as shipped: Qwen2.5-Coder-1.5B's first clause takes 0.48 s from its
-Q4_K_M against 0.66 s from Q8_0, decoding 27 against 16 tokens a second (bench/llm.py
+"""Larger models run as shipped: Qwen2.5-Coder-1.5B's first clause takes 0.50 s from its
+Q4_K_M against 0.77 s from Q8_0, decoding 28 against 15 tokens a second (bench/llm.py
 --ladder): its Q8_0 weights (1.9 GB) are read slower than the Q4_K_M's are computed."""
 
 
