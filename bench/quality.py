@@ -16,8 +16,8 @@ started in (a turn heard in two pieces keeps its replies), and what follows it i
 
 A turn is *right* when its reply holds its facts (numbers in digits or words), with the right
 tool and arguments that do the job (for arithmetic and units, no call and the right figure will
-do), no call it did not need (a call to a made-up tool is refused and the reply generated again:
-it is counted apart), an admission where the answer cannot be known offline (and no
+do), no call it did not need (a call to a made-up tool is never run, but refused with an
+apology: counted apart, and not right), an admission where the answer cannot be known offline (and no
 made-up figure), a format instruction's word limit, no repeat of an earlier reply and no recital
 of the prompt. Brevity (35 words, two sentences) and e2e latency are reported beside it; e2e is
 on the recording's clock, so at ``--speed`` 2 the model's time counts double. A turn that
@@ -82,8 +82,8 @@ ADMITS = re.compile(
 FIGURE = re.compile(r"\d\d|[02-9]")
 """A made-up figure, in a normalised reply: any number but a lone 1 ("that one")."""
 REFUSED = "which it was not offered"
-"""An ``error`` event's words for a call to a tool the profile does not offer: never run, and
-the reply generated again in words, so it is counted apart from the calls that ran."""
+"""An ``error`` event's words for a call to a tool the profile does not offer: never run (the
+user hears an apology), so it is counted apart from the calls that ran."""
 DEFERRALS = ("transfer_call", "look_up_online")
 """Handing the caller to a person (the call profile's prompt asks for it), or the tool that
 says what cannot be looked up offline, admit as well."""
@@ -256,7 +256,7 @@ def score(turn: Turn, offered: list[str], heard: Heard, earlier: list[str]) -> d
     scores["right"] = (
         scores["replied"]
         and all(scores[k] is not False for k in ("facts", "tool", "admitted", "format"))
-        and not (scores["repeat"] or scores["recited"])
+        and not (scores["repeat"] or scores["recited"] or scores["refused_call"])
     )
     return scores
 
