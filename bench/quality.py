@@ -17,11 +17,11 @@ started in (a turn heard in two pieces keeps its replies), and what follows it i
 A turn is *right* when its reply holds its facts (numbers in digits or words), with the right
 tool and arguments that do the job (for arithmetic and units, no call and the right figure will
 do), no call it did not need (a call to a made-up tool is never run, but refused with an
-apology: counted apart, and not right), an admission where the answer cannot be known offline (and no
-made-up figure), a format instruction's word limit, no repeat of an earlier reply and no recital
-of the prompt. Brevity (35 words, two sentences) and e2e latency are reported beside it; e2e is
-on the recording's clock, so at ``--speed`` 2 the model's time counts double. A turn that
-cannot be scored is a miss, with the reason in the JSON.
+apology: counted apart, and not right), an admission where the answer cannot be known offline
+(and no made-up figure), a format instruction's word limit, no repeat of an earlier reply and no
+recital of the prompt. Brevity (35 words, two sentences) and e2e latency are reported beside
+it; e2e is on the recording's clock, so at ``--speed`` 2 the model's time counts double. A turn
+that cannot be scored is a miss, with the reason in the JSON.
 """
 
 from __future__ import annotations
