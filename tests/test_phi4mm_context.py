@@ -208,6 +208,11 @@ def test_an_untranscribed_turn_keeps_its_audio(engine, speech):
 
 
 def test_a_phi4mm_run_with_a_small_window_trims_and_keeps_answering(tiny_phi4mm, tmp_path):
+    # the clock alone, as the desktop offered before its eight tools (1,246 tokens) outgrew 700
+    profile = tmp_path / "clock.toml"
+    profile.write_text(
+        'name = "clock"\nprompt = "desktop"\ntools = ["get_time"]\n[voice]\nenglish = "espeak"\n'
+    )
     result = voice_agent(
         "run-file",
         str(DEMO),
@@ -222,6 +227,8 @@ def test_a_phi4mm_run_with_a_small_window_trims_and_keeps_answering(tiny_phi4mm,
         str(tiny_phi4mm),
         "--max-context",
         "700",
+        "--profile",
+        str(profile),
     )
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
