@@ -15,8 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tools.calculator import evaluate
-from tools.units import UNITS, pint_unit
+from bench.tools import computes, converts
 
 Args = dict[str, Any]
 ALL = ("desktop", "kiosk", "call")
@@ -92,34 +91,6 @@ def normalise(text: str) -> str:
 
 def anything(args: Args) -> bool:
     return True
-
-
-def computes(value: float) -> Callable[[Args], bool]:
-    """The calculator's expression comes to ``value``."""
-
-    def check(args: Args) -> bool:
-        try:
-            return abs(evaluate(str(args.get("expression", ""))) - value) < 1e-6
-        except (ValueError, ZeroDivisionError):
-            return False
-
-    return check
-
-
-def converts(value: float, result: float) -> Callable[[Args], bool]:
-    """``value`` of the unit asked for comes to ``result`` (within 1%)."""
-
-    def check(args: Args) -> bool:
-        try:
-            asked = float(args.get("value") or 0)
-            made = UNITS.Quantity(asked, pint_unit(args["from_unit"])).to(
-                pint_unit(args["to_unit"])
-            )
-        except Exception:  # any unit pint cannot read or convert
-            return False
-        return asked == value and abs(made.magnitude - result) < 0.01 * result
-
-    return check
 
 
 def lasts(seconds: float, label: str = "") -> Callable[[Args], bool]:

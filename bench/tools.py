@@ -49,7 +49,7 @@ def _total_s(args: Args) -> float:
     return float(args.get("minutes") or 0) * 60 + float(args.get("seconds") or 0)
 
 
-def _computes(value: float) -> Callable[[Args], bool]:
+def computes(value: float) -> Callable[[Args], bool]:
     def check(args: Args) -> bool:
         try:
             return abs(evaluate(str(args.get("expression", ""))) - value) < 1e-6
@@ -59,7 +59,7 @@ def _computes(value: float) -> Callable[[Args], bool]:
     return check
 
 
-def _converts(value: float, result: float) -> Callable[[Args], bool]:
+def converts(value: float, result: float) -> Callable[[Args], bool]:
     def check(args: Args) -> bool:
         try:
             asked = float(args.get("value") or 0)
@@ -140,33 +140,33 @@ CASES = [
         r"cancel",
         "Cancelled timer 1 (tea).",
     ),
-    Case("What is seventeen times twenty-three?", "calculate", _computes(391), r"391"),
-    Case("What's 144 divided by 12?", "calculate", _computes(12), r"\b12\b|twelve"),
-    Case("How much is 15 percent of 80?", "calculate", _computes(12), r"\b12\b|twelve"),
-    Case("What is 2 to the power of 10?", "calculate", _computes(1024), r"1,?024"),
-    Case("What's 1234 plus 5678?", "calculate", _computes(6912), r"6,?912"),
+    Case("What is seventeen times twenty-three?", "calculate", computes(391), r"391"),
+    Case("What's 144 divided by 12?", "calculate", computes(12), r"\b12\b|twelve"),
+    Case("How much is 15 percent of 80?", "calculate", computes(12), r"\b12\b|twelve"),
+    Case("What is 2 to the power of 10?", "calculate", computes(1024), r"1,?024"),
+    Case("What's 1234 plus 5678?", "calculate", computes(6912), r"6,?912"),
     Case(
         "How many kilometers is 26.2 miles?",
         "convert_units",
-        _converts(26.2, 42.16),
+        converts(26.2, 42.16),
         r"42",
     ),
     Case(
         "Convert 100 degrees Fahrenheit to Celsius.",
         "convert_units",
-        _converts(100, 37.78),
+        converts(100, 37.78),
         r"37\.?8?",
     ),
     Case(
         "How many pounds are 5 kilograms?",
         "convert_units",
-        _converts(5, 11.02),
+        converts(5, 11.02),
         r"\b11\b|11\.0|eleven",
     ),
     Case(
         "How many milliliters are in 2 cups?",
         "convert_units",
-        _converts(2, 473.2),
+        converts(2, 473.2),
         r"47[0-9]",
     ),
     Case("Turn on the lamp.", "set_device", _switches("lamp", "on"), r"\bon\b", "lamp set to on."),
