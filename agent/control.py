@@ -20,7 +20,8 @@ from livekit.agents.voice.events import (
 )
 
 from audio import Pyttsx3TTS
-from tools.call import NOT_A_CALL, TRANSFER_NOTICE
+from prompts import phrase
+from tools.call import NOT_A_CALL
 from tools.commands import Command
 from tools.mqtt import MqttBridge
 from tools.services import AgentServices
@@ -184,7 +185,7 @@ class SessionControl:
             if session.userdata.phone is None:
                 raise ValueError(NOT_A_CALL)
             session.userdata.phone.transfer()
-            await self.announce(TRANSFER_NOTICE)
+            await self.announce(phrase("transfer", session.userdata.language))
 
     async def aclose(self) -> None:
         for task in self._tasks:

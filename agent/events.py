@@ -25,6 +25,7 @@ from livekit.agents.voice.events import (
 from livekit.agents.voice.io import PlaybackStartedEvent
 
 from audio.file_io import Timeline
+from audio.language import TurnLanguage
 from audio.tts import Pyttsx3TTS
 
 from .context import ContextMeter, Trim, meter_of
@@ -97,7 +98,7 @@ class EventLog:
         self._meter: ContextMeter | None = None
         self._voice: Pyttsx3TTS | None = None
         self._held_turn: tuple[str, dict[str, Any]] | None = None
-        self._language: str | None = None
+        self._language = TurnLanguage()
         """The language the recognizer heard the latest turn in, when it tells."""
         self.counts = {
             "user_turn": 0,
@@ -182,10 +183,10 @@ class EventLog:
                     "end": _rounded(end),
                     "transcript": item.text_content or "",
                     **details,
-                    **({"language": self._language} if self._language else {}),
+                    **({"language": self._language.language} if self._language.language else {}),
                 },
             )
-            self._language = None
+            self._language = TurnLanguage()
             self.say("user", item.text_content or "(nothing recognised)")
             self._turn_start = None
         elif item.role == "assistant":
@@ -236,7 +237,7 @@ class EventLog:
 
     def _on_transcribed(self, event: UserInputTranscribedEvent) -> None:
         if event.is_final and event.language:
-            self._language = str(event.language)
+            self._language.heard(event.transcript, str(event.language))
 
     def _log_turn(self, item_id: str, record: dict[str, Any]) -> None:
         """Write a user turn with the context's size after it; a turn whose request is still

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from livekit.agents import llm
 from livekit.agents.utils import aio
 
-from prompts import apology
+from prompts import phrase
 
 from .tool_calls import ParsedToolCall, ToolCallFilter, ToolCallParseError
 
@@ -258,13 +258,13 @@ async def _relay_once(
         on_malformed(e)
         if may_retry and not guard.spoken:
             return result, [], calls_filter.text
-        tail, calls = guard.then(apology("repeat", language)), []
+        tail, calls = guard.then(phrase("repeat", language)), []
     except RecitedInstructions as e:
         on_malformed(e)
-        tail, calls = guard.then(apology("repeat", language)), []
+        tail, calls = guard.then(phrase("repeat", language)), []
     except ToolCallParseError as e:
         on_malformed(e)
-        tail, calls = guard.then(apology("failed", language)), []
+        tail, calls = guard.then(phrase("failed", language)), []
     say(tail)
     return result, calls, ""
 

@@ -12,9 +12,15 @@ from typing import Any, Protocol, runtime_checkable
 
 from livekit import rtc
 from livekit.agents import Agent, AgentSession, TurnHandlingOptions, llm
-from livekit.agents.voice.events import AgentEvent, EventTypes, UserInputTranscribedEvent
+from livekit.agents.voice.events import (
+    AgentEvent,
+    ConversationItemAddedEvent,
+    EventTypes,
+    UserInputTranscribedEvent,
+)
 
 from audio import Pyttsx3Options, Pyttsx3TTS, WebRTCVAD, WebRTCVADOptions
+from audio.language import TurnLanguage
 from audio.turn import SmartTurnDetector, SmartTurnModel
 from tools import resolve_tools
 from tools.devices import DeviceGateway
@@ -55,16 +61,23 @@ class Hears(Protocol):
 
 
 class ReplyLanguage:
-    """The language a reply too short to tell its own is spoken in, and apologies are said in:
-    the caller's as last heard, until the control plane names the one to answer in."""
+    """The language a reply too short to tell its own is spoken in, and apologies and the
+    tools' answers are said in: the caller's as last heard, until the control plane names the
+    one to answer in."""
 
     def __init__(self, listeners: list[Hears]) -> None:
         self._listeners = listeners
         self._named = False
+        self._turn = TurnLanguage()
 
     def heard(self, event: UserInputTranscribedEvent) -> None:
         if event.is_final and event.language and not self._named:
-            self._tell(str(event.language))
+            if self._turn.heard(event.transcript, str(event.language)):
+                self._tell(str(event.language))
+
+    def added(self, event: ConversationItemAddedEvent) -> None:
+        if isinstance(event.item, llm.ChatMessage) and event.item.role == "user":
+            self._turn.next_turn()
 
     def name(self, language: str) -> None:
         self._named = True
@@ -85,12 +98,13 @@ class ConversationSession(AgentSession[AgentServices]):
         super().__init__(video_sampler=frame_sampler, **options)
         self.frame_sampler = frame_sampler
         """Which camera frames reach the model; a transport with a clock of its own sets it."""
-        listeners: list[Hears] = []
+        listeners: list[Hears] = [self.userdata]  # the tools that speak
         for plugin in (self.tts, self.llm):
             if isinstance(plugin, Hears):
                 listeners.append(plugin)
         self.reply_language = ReplyLanguage(listeners)
         self.on("user_input_transcribed", self.reply_language.heard)
+        self.on("conversation_item_added", self.reply_language.added)
 
     def emit(self, event: EventTypes, arg: AgentEvent) -> None:
         rtc.EventEmitter.emit(self, event, arg)
@@ -146,7 +160,7 @@ class SessionFactory:
         turn_detector = SmartTurnDetector(self.turn_model) if self.turn_model else None
         voice = Pyttsx3TTS(_voice_options(profile))
         session = ConversationSession(
-            userdata=AgentServices(devices=devices),
+            userdata=AgentServices(devices=devices, language=profile.voice.language),
             vad=WebRTCVAD(WebRTCVADOptions(**profile.vad.model_dump())),
             tts=voice,
             turn_handling=TurnHandlingOptions(
@@ -162,6 +176,8 @@ class SessionFactory:
                     "min_duration": profile.interruption.min_duration,
                     "resume_false_interruption": profile.interruption.resume_false_interruption,
                     "false_interruption_timeout": profile.interruption.false_interruption_timeout,
+                    # what a caller says over the greeting is heard, and answered after it
+                    "discard_audio_if_uninterruptible": False,
                 },
                 preemptive_generation={"enabled": profile.lite.preemptive_generation},
             ),

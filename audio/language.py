@@ -40,3 +40,24 @@ class TextLanguage:
     def of(self, text: str) -> str | None:
         language, probability = self._identifier.classify(text)
         return str(language) if probability >= SURE else None
+
+
+class TurnLanguage:
+    """The language a user turn was heard in: its longest transcribed piece's. The recognizer
+    tells each piece's language on its own, and a short one is often told wrong: a French turn
+    ended by "Uh." (heard as English) was answered in English."""
+
+    def __init__(self) -> None:
+        self.language: str | None = None
+        """The latest turn's; kept into the next turn until that one is heard."""
+        self._longest = -1
+
+    def heard(self, text: str, language: str) -> bool:
+        """Whether this piece tells the turn's language (it is the turn's longest so far)."""
+        if len(text.strip()) < self._longest:
+            return False
+        self._longest, self.language = len(text.strip()), language
+        return True
+
+    def next_turn(self) -> None:
+        self._longest = -1

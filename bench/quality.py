@@ -2,17 +2,25 @@
 
     .venv/bin/python bench/quality.py [--profile NAME ...] [--smoke] [--speed X]
                                       [--voices VOICE,VOICE] [--llm-model NAME]
-                                      [--out DIR] [--json PATH]
+                                      [--languages en,de,es,fr] [--fixed-language]
+                                      [--phone] [--typed] [--out DIR] [--json PATH]
 
 The tool bench asks typed questions; this asks what a user hears after speech recognition,
 turn taking, the model, the tools and the voice. The conversations of ``bench/quality_cases.py``
 are spoken by Piper's packaged US voice and espeak-ng's (one voice a conversation, taken in turn
 from ``--voices``: ``piper[:WORDS_PER_MINUTE]`` or an espeak-ng NAME[:WORDS_PER_MINUTE[:PITCH]];
 real recordings where a turn is no request) and each is played
-into a session of its own as ``run-file --speed X`` plays it, over the profile's models loaded
+into a session of its own as ``run-file --speed X`` plays it (``--phone``: at 8 kHz in G.711
+u-law, as a SIP caller is heard), over the profile's models loaded
 once (kiosk: on a Mosquitto with a fake lamp and door that report what they are set to). Its
-``events.jsonl`` is scored: a user turn belongs to the turn whose stretch of the recording it
-started in (a turn heard in two pieces keeps its replies), and what follows it is its answer.
+``events.jsonl`` is scored (``bench/quality_scores.py``).
+
+``--languages`` asks the call profile the same calls in each language instead (espeak-ng's
+voice of the language, Piper's for English), the first words said over the greeting, and scores
+the language each reply is in as well; ``--fixed-language`` sets each call's line to its
+language (``[lite] stt_language``) instead of telling it apart. ``--typed`` types the turns into
+the session instead of speaking them (each as heard in its language): the answer alone, the
+templates, model, tools and voice, without the recognizer.
 
 A turn is *right* when its reply holds its facts (numbers in digits or words), with the right
 tool and arguments that do the job (for arithmetic and units, no call and the right figure will
@@ -28,25 +36,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import bisect
 import contextlib
-import difflib
 import hashlib
 import json
 import logging
-import re
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import numpy as np
 import soundfile as sf
+from livekit.agents import AgentStateChangedEvent
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -54,11 +59,26 @@ sys.path.insert(0, str(REPO))
 from agent.control import ControlledSession  # noqa: E402
 from agent.models import BUNDLED_LLMS, default_llm  # noqa: E402
 from agent.profile import Profile, load_profile  # noqa: E402
-from agent.session import SessionFactory, bridge_for  # noqa: E402
+from agent.session import ConversationSession, SessionFactory, bridge_for  # noqa: E402
 from agent.transports.file import SAMPLE_RATE, play_conversation  # noqa: E402
 from audio import load_audio  # noqa: E402
+from audio.pcm import resample  # noqa: E402
 from audio.piper import NATURAL_RATE, PiperWorker  # noqa: E402
-from bench.quality_cases import CONVERSATIONS, DEVICES, SMOKE, Turn, normalise  # noqa: E402
+from bench.quality_cases import (  # noqa: E402
+    CALLER_VOICES,
+    CALLERS,
+    CONVERSATIONS,
+    DEVICES,
+    SMOKE,
+    Turn,
+)
+from bench.quality_scores import (  # noqa: E402
+    by_order,
+    by_turn,
+    score_conversation,
+    summary,
+    table,
+)
 from tests.conftest import SHARED_AUDIO, Broker  # noqa: E402
 
 RATE = 16000
@@ -66,27 +86,13 @@ PROFILES = ("desktop", "kiosk", "call")
 VOICES = "piper,en-gb-x-rp+f3:150:65,en-us+m3:160:50"
 LEAD_S = 1.0
 GREETING_S = 4.0
-"""Extra silence before the first turn where the profile greets: its greeting is not
-interruptible, and what is said over it is not heard."""
-EARLY_S = 1.0
-"""A user turn may start this much before its speech (the VAD's pre-roll)."""
-BRIEF_WORDS, BRIEF_SENTENCES = 35, 2
-REPEAT_RATIO, REPEAT_MIN_WORDS = 0.8, 5
-HEARD_RATIO = 0.8
-"""A transcript this close to what was said (difflib's ratio) counts as heard right."""
-ADMITS = re.compile(
-    r"can't|cannot|can not|unable|not able|don't have|do not have|offline|no access"
-    r"|internet|real[- ]time|don't know|do not know|not sure|no way to",
-    re.I,
-)
-FIGURE = re.compile(r"\d\d|[02-9]")
-"""A made-up figure, in a normalised reply: any number but a lone 1 ("that one")."""
-REFUSED = "which it was not offered"
-"""An ``error`` event's words for a call to a tool the profile does not offer: never run (the
-user hears an apology), so it is counted apart from the calls that ran."""
-DEFERRALS = ("transfer_call", "look_up_online")
-"""Handing the caller to a person (the call profile's prompt asks for it), or the tool that
-says what cannot be looked up offline, admit as well."""
+"""Extra silence before the first turn where the profile greets (unless the turn is meant to
+be said over the greeting)."""
+PHONE_RATE = 8000
+QUIET_S = 1.5
+"""--typed: the next turn is typed once the agent has listened this long."""
+TYPED_TURN_S = 10.0
+"""--typed: the silence played for each turn, room for it and its reply."""
 
 
 async def speak(text: str, voice: str, cache: Path) -> np.ndarray:
@@ -109,9 +115,10 @@ async def speak(text: str, voice: str, cache: Path) -> np.ndarray:
 
 
 async def conversation_wav(
-    turns: list[Turn], voice: str, lead_s: float, cache: Path, path: Path
+    turns: list[Turn], voice: str, lead_s: float, cache: Path, path: Path, phone: bool = False
 ) -> list[float]:
-    """Writes the user's side of a conversation; the second each turn starts at."""
+    """Writes the user's side of a conversation (``phone``: as a telephone line carries it);
+    the second each turn starts at."""
     parts, starts, at = [np.zeros(int(lead_s * RATE), np.int16)], [], lead_s
     for turn in turns:
         if turn.say.startswith("@"):
@@ -121,7 +128,11 @@ async def conversation_wav(
         starts.append(at)
         parts += [speech, np.zeros(int(turn.room_s * RATE), np.int16)]
         at += len(speech) / RATE + turn.room_s
-    sf.write(path, np.concatenate(parts), RATE, subtype="PCM_16")
+    audio = np.concatenate(parts)
+    if phone:
+        sf.write(path, resample(audio, RATE, PHONE_RATE), PHONE_RATE, subtype="ULAW")
+    else:
+        sf.write(path, audio, RATE, subtype="PCM_16")
     return starts
 
 
@@ -136,11 +147,41 @@ async def fake_devices(port: int, topics: dict[str, str]) -> None:
             await client.publish(state, message.payload, qos=1, retain=True)
 
 
+async def type_turns(session: ConversationSession, turns: list[Turn], greets: bool) -> None:
+    """Each turn typed into the session, as heard in its language, once the agent has been
+    listening for ``QUIET_S`` (the greeting, the last reply and its tools' are done)."""
+    listening = asyncio.Event()
+    spoke = asyncio.Event()
+
+    def changed(event: AgentStateChangedEvent) -> None:
+        (listening.set if event.new_state == "listening" else listening.clear)()
+        if event.new_state == "speaking":
+            spoke.set()
+
+    session.on("agent_state_changed", changed)
+    if greets:
+        await spoke.wait()
+    for turn in turns:
+        while True:
+            await listening.wait()
+            await asyncio.sleep(QUIET_S)
+            if listening.is_set():
+                break
+        session.reply_language.name(turn.language)
+        listening.clear()
+        session.generate_reply(user_input=turn.say)
+
+
 async def play(
-    factory: SessionFactory, wav: Path, out: Path, speed: float, broker: Broker | None
+    factory: SessionFactory,
+    wav: Path,
+    out: Path,
+    speed: float,
+    broker: Broker | None,
+    typed: list[Turn] | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
-    """``wav`` played into a new session as ``run-file`` plays it: the session's events, and
-    what went wrong ("" if nothing)."""
+    """``wav`` played into a new session as ``run-file`` plays it (``typed``: and these turns
+    typed into it): the session's events, and what went wrong ("" if nothing)."""
     profile, problem = factory.profile, ""
     devices = None
     if broker is not None:
@@ -150,6 +191,10 @@ async def play(
         if bridge is not None:
             await bridge.start()
         controlled = ControlledSession.open(factory, bridge)
+        typing = None
+        if typed is not None:
+            greets = bool(profile.greeting)
+            typing = asyncio.create_task(type_turns(controlled.session, typed, greets))
         try:
             await play_conversation(
                 controlled,
@@ -162,6 +207,9 @@ async def play(
                 source=str(wav),
             )
         finally:
+            if typing is not None:
+                typing.cancel()
+                await asyncio.gather(typing, return_exceptions=True)
             await controlled.aclose()
     except Exception as e:  # the conversation's turns become misses, with the reason
         problem = f"{type(e).__name__}: {e}"
@@ -171,119 +219,6 @@ async def play(
     log = out / "events.jsonl"
     events = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     return events, problem
-
-
-@dataclass
-class Heard:
-    """What the session logged between one expected turn's start and the next's."""
-
-    transcripts: list[str] = field(default_factory=list)
-    replies: list[dict[str, Any]] = field(default_factory=list)
-    tools: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-
-def by_turn(events: list[dict[str, Any]], starts: list[float]) -> list[Heard]:
-    """Each user turn goes to the expected turn its speech started in; replies, calls and
-    errors to the user turn logged last before them."""
-    heard = [Heard() for _ in starts]
-    current: Heard | None = None
-    for event in events:
-        kind = event["type"]
-        if kind == "user_turn":
-            index = bisect.bisect_right(starts, event.get("start", event["t"]) + EARLY_S) - 1
-            current = heard[index] if index >= 0 else None
-            if current is not None:
-                current.transcripts.append(event["transcript"])
-        elif current is None:
-            continue  # a greeting, before the user has said anything
-        elif kind == "agent_reply":
-            current.replies.append(event)
-        elif kind == "tool_call":
-            current.tools.append(event)
-        elif kind == "error":
-            current.errors.append(str(event.get("message", "")))
-    return heard
-
-
-def expectation(turn: Turn, offered: list[str]) -> tuple[str, bool, tuple[str, ...]]:
-    """The tool, whether an admission is due, and the facts, on a profile offering
-    ``offered``: a turn whose tool is missing is answered in words, or admitted."""
-    if not turn.tool or turn.tool in offered:
-        return turn.tool, turn.admit, turn.facts
-    if turn.optional:
-        return "", False, turn.facts
-    return "", turn.elsewhere == "admit", ()
-
-
-def similar(a: str, b: str) -> float:
-    return difflib.SequenceMatcher(None, a, b).ratio()
-
-
-def repeats(reply: str, earlier: str) -> bool:
-    """The same words, or nearly (a short reply only when the same: "door opened." is no
-    repeat of "door is open.")."""
-    a, b = reply.lower(), earlier.lower()
-    return a == b or (len(a.split()) >= REPEAT_MIN_WORDS and similar(a, b) >= REPEAT_RATIO)
-
-
-def score(turn: Turn, offered: list[str], heard: Heard, earlier: list[str]) -> dict[str, Any]:
-    tool, admit, facts = expectation(turn, offered)
-    reply = " ".join(r["text"] for r in heard.replies).strip()
-    said = normalise(reply)
-    calls = [turn.args(c["arguments"]) for c in heard.tools if c["name"] == tool]
-    deferred = admit and any(c["name"] in DEFERRALS for c in heard.tools)
-    allowed = (tool, *DEFERRALS) if admit else (tool,)
-    false_calls = [c["name"] for c in heard.tools if c["name"] not in allowed]
-    words = re.findall(r"[\w'.:-]+", reply)
-    admitted = deferred or (ADMITS.search(reply) is not None and not FIGURE.search(said))
-    scores: dict[str, Any] = {
-        "replied": bool(reply),
-        "facts": all(re.search(f, said, re.I) for f in facts) if facts else None,
-        "tool": not false_calls and (any(calls) if tool and not turn.optional else all(calls)),
-        "false_call": bool(false_calls),
-        "refused_call": any(REFUSED in e for e in heard.errors),
-        "admitted": admitted if admit else None,
-        "format": len(words) <= turn.words if turn.words else None,
-        "repeat": bool(reply)
-        and not heard.tools
-        and not (admit and admitted)  # "Sorry, I can't check news: …" in the tool's words
-        and any(repeats(reply, e) for e in earlier),
-        "recited": any("recited" in e for e in heard.errors),
-        "brief": 0 < len(words) <= BRIEF_WORDS
-        and len(re.findall(r"[.!?]\s+(?=[A-Z])", reply)) < BRIEF_SENTENCES,
-    }
-    scores["right"] = (
-        scores["replied"]
-        and all(scores[k] is not False for k in ("facts", "tool", "admitted", "format"))
-        and not (scores["repeat"] or scores["recited"] or scores["refused_call"])
-    )
-    return scores
-
-
-def record(turn: Turn, profile: Profile, heard: Heard, earlier: list[str]) -> dict[str, Any]:
-    """One turn's record for the JSON; a turn that cannot be scored is a miss."""
-    transcript = " ".join(t.strip() for t in heard.transcripts)
-    e2e = [r["metrics"].get("e2e_latency_s") for r in heard.replies if r.get("metrics")]
-    row: dict[str, Any] = {
-        "category": turn.category,
-        "said": turn.heard or turn.say,
-        "heard": transcript,
-        "heard_ratio": round(similar(normalise(transcript), normalise(turn.heard or turn.say)), 2),
-        "reply": " ".join(r["text"] for r in heard.replies).strip(),
-        "tools": [
-            {k: c.get(k) for k in ("name", "arguments", "output", "source")} for c in heard.tools
-        ],
-        "interrupted": any(r.get("interrupted") for r in heard.replies),
-        "e2e_s": next((v for v in e2e if v is not None), None),
-        "expected_tool": (tool := expectation(turn, profile.tools)[0]),
-        "tool_required": bool(tool) and not turn.optional,
-    }
-    try:
-        row["scores"] = score(turn, profile.tools, heard, earlier)
-    except Exception as e:  # a turn the scorer cannot read is a miss, not a crash
-        row["scores"] = {"right": False, "problem": f"{type(e).__name__}: {e}"}
-    return row
 
 
 @contextlib.contextmanager
@@ -301,33 +236,23 @@ def mqtt_broker(profile: Profile) -> Iterator[Broker | None]:
             broker.stop()
 
 
-def score_conversation(
-    turns: list[Turn], profile: Profile, heard: list[Heard], problem: str, labels: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """Each turn's record, labelled. A reply with a call is the tool's own sentence, so only
-    a reply without one can repeat the replies before it."""
-    rows: list[dict[str, Any]] = []
-    earlier: list[str] = []
-    for index, (turn, what) in enumerate(zip(turns, heard, strict=True), 1):
-        rows.append(row := record(turn, profile, what, earlier) | labels | {"turn": index})
-        if problem:
-            row["scores"]["problem"] = problem
-        if row["reply"]:
-            earlier.append(row["reply"])
-    return rows
-
-
 async def run_profile(
-    name: str, conversations: list[list[Turn]], args: argparse.Namespace
+    name: str,
+    conversations: list[list[Turn]],
+    args: argparse.Namespace,
+    voices: list[str],
+    label: str,
+    stt_language: str = "",
 ) -> list[dict[str, Any]]:
     """Every conversation that applies to profile ``name``, each a session of its own over
-    models loaded once."""
+    models loaded once, and spoken by ``voices`` in turn; heard in ``stt_language`` if given."""
     profile = load_profile(name)
-    if args.llm_model:
-        lite = profile.lite.model_copy(update={"llm_model": args.llm_model})
-        profile = profile.model_copy(update={"lite": lite})
-    voices = args.voices.split(",")
-    lead = LEAD_S + (GREETING_S if profile.greeting else 0.0)
+    lite = profile.lite.model_copy(
+        update={"llm_model": args.llm_model or profile.lite.llm_model}
+        | ({"stt_language": stt_language} if stt_language else {})
+    )
+    profile = profile.model_copy(update={"lite": lite})
+    greeting_s = GREETING_S if profile.greeting else 0.0
     rows: list[dict[str, Any]] = []
     with mqtt_broker(profile) as broker:
         if broker is not None:
@@ -336,96 +261,34 @@ async def run_profile(
         factory = await SessionFactory.load(profile)
         try:
             for number, conversation in enumerate(conversations, 1):
-                turns = [t for t in conversation if name in t.profiles]
+                turns = [
+                    t
+                    for t in conversation
+                    if name in t.profiles and not (args.typed and t.say.startswith("@"))
+                ]
                 if not turns:
                     continue
-                folder = args.out / name / f"conversation{number:02d}"
+                folder = args.out / label / f"conversation{number:02d}"
                 folder.mkdir(parents=True, exist_ok=True)
                 voice = voices[(number - 1) % len(voices)]
                 wav = folder / "user.wav"
-                starts = await conversation_wav(turns, voice, lead, args.out / "speech", wav)
-                print(f"{name}: conversation {number}, {voice}", file=sys.stderr)
-                events, problem = await play(factory, wav, folder, args.speed, broker)
-                heard = by_turn(events, starts)
-                labels = {"profile": name, "conversation": number, "voice": voice}
+                lead = LEAD_S + (0.0 if turns[0].over_greeting else greeting_s)
+                cache = args.out / "speech"
+                if args.typed:  # silence, for as long as the typed turns may take
+                    voice = "typed"
+                    silence = np.zeros(int((lead + TYPED_TURN_S * len(turns)) * RATE), np.int16)
+                    sf.write(wav, silence, RATE, subtype="PCM_16")
+                else:
+                    starts = await conversation_wav(turns, voice, lead, cache, wav, args.phone)
+                print(f"{label}: conversation {number}, {voice}", file=sys.stderr)
+                typed = turns if args.typed else None
+                events, problem = await play(factory, wav, folder, args.speed, broker, typed)
+                heard = by_order(events, len(turns)) if args.typed else by_turn(events, starts)
+                labels = {"profile": label, "conversation": number, "voice": voice}
                 rows += score_conversation(turns, profile, heard, problem, labels)
         finally:
             await factory.aclose()
     return rows
-
-
-def tally(
-    rows: list[dict[str, Any]], key: str, hit: Callable[[dict], bool]
-) -> dict[str, list[int]]:
-    """[hits, rows] for each value of ``key``."""
-    pairs: dict[str, list[int]] = {}
-    for row in rows:
-        pair = pairs.setdefault(row[key], [0, 0])
-        pair[0] += bool(hit(row))
-        pair[1] += 1
-    return pairs
-
-
-def intent_answered(row: dict[str, Any]) -> bool:
-    """A turn a sentence template answered (its calls' source), not the model."""
-    return bool(row["tools"]) and all(c.get("source") == "intent" for c in row["tools"])
-
-
-def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    def count(key: str, value: object = True) -> int:
-        return sum(r["scores"].get(key) == value for r in rows)
-
-    e2e = [r["e2e_s"] for r in rows if r["e2e_s"] is not None]
-    by_intent = [r["e2e_s"] for r in rows if r["e2e_s"] is not None and intent_answered(r)]
-    tool_turns = [r for r in rows if r["expected_tool"]]  # arithmetic and units too
-    toolless = [r for r in rows if not r["expected_tool"]]
-    return {
-        "turns": len(rows),
-        "right": count("right"),
-        "categories": tally(rows, "category", lambda r: r["scores"]["right"]),
-        "tool_requests": [sum(bool(r["scores"]["right"]) for r in tool_turns), len(tool_turns)],
-        "false_calls": [sum(bool(r["scores"].get("false_call")) for r in toolless), len(toolless)],
-        "admitted": [count("admitted"), count("admitted") + count("admitted", False)],
-        "repeats": count("repeat"),
-        "recitals": count("recited"),
-        "refused_calls": count("refused_call"),
-        "wrong_and_misheard": [
-            sum(not r["scores"]["right"] and r["heard_ratio"] < HEARD_RATIO for r in rows),
-            sum(not r["scores"]["right"] for r in rows),
-        ],
-        "brief": count("brief"),
-        "heard_right": tally(rows, "voice", lambda r: r["heard_ratio"] >= HEARD_RATIO),
-        "interrupted": sum(r["interrupted"] for r in rows),
-        "no_reply": count("replied", False),
-        "e2e_median_s": round(float(np.median(e2e)), 3) if e2e else None,
-        "e2e_p90_s": round(float(np.percentile(e2e, 90)), 3) if e2e else None,
-        "intent_answers": len(by_intent),
-        "e2e_intent_median_s": round(float(np.median(by_intent)), 3) if by_intent else None,
-    }
-
-
-def table(name: str, s: dict[str, Any]) -> str:
-    def ratio(pair: list[int]) -> str:
-        return f"{pair[0]}/{pair[1]}"
-
-    lines = [f"{name}: {s['right']}/{s['turns']} right ({s['right'] / s['turns']:.0%})"]
-    lines += [f"  {category:<14} {ratio(pair):>6}" for category, pair in s["categories"].items()]
-    e2e = "-" if s["e2e_median_s"] is None else f"{s['e2e_median_s']:.2f} / {s['e2e_p90_s']:.2f} s"
-    lines += [
-        f"  tool requests right {ratio(s['tool_requests'])}, false calls "
-        f"{ratio(s['false_calls'])} turns without one, "
-        f"admitted unknowns {ratio(s['admitted'])}, repeats {s['repeats']}, "
-        f"recitals {s['recitals']}, made-up calls refused {s['refused_calls']}",
-        f"  misheard (transcript under {HEARD_RATIO:.0%} like what was said): "
-        f"{ratio(s['wrong_and_misheard'])} of the turns not right",
-        f"  brief {s['brief']}/{s['turns']}, interrupted {s['interrupted']}, "
-        f"no reply {s['no_reply']}; e2e median / p90 {e2e}, "
-        f"of the {s['intent_answers']} answered by templates "
-        f"{s['e2e_intent_median_s'] if s['e2e_intent_median_s'] is not None else '-'} s",
-        "  heard right: "
-        + ", ".join(f"{ratio(pair)} ({voice})" for voice, pair in s["heard_right"].items()),
-    ]
-    return "\n".join(lines)
 
 
 def main() -> None:
@@ -435,27 +298,60 @@ def main() -> None:
     parser.add_argument("--speed", type=float, default=1.0, help="play the input X times faster")
     parser.add_argument("--voices", default=VOICES, help="voices, one a conversation")
     parser.add_argument("--llm-model", choices=BUNDLED_LLMS, help="default: the profile's")
+    parser.add_argument(
+        "--languages", help=f"the call profile's calls in these ({','.join(CALLERS)})"
+    )
+    parser.add_argument("--phone", action="store_true", help="at 8 kHz u-law, as over SIP")
+    parser.add_argument(
+        "--typed",
+        action="store_true",
+        help="the turns typed, not spoken: the answer alone (templates, model, tools, language)",
+    )
+    parser.add_argument(
+        "--fixed-language",
+        action="store_true",
+        help="with --languages: each call's line set to its language (stt_language)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "out" / "quality")
     parser.add_argument("--json", type=Path, help="also write every turn's record here")
     args = parser.parse_args()
     args.out = args.out.resolve()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("livekit").setLevel(logging.ERROR)
-    profiles = args.profile or (["desktop"] if args.smoke else list(PROFILES))
-    conversations = [SMOKE] if args.smoke else CONVERSATIONS
+    slices = [  # label, profile, conversations, voices, the language heard in ("": any)
+        (name, name, [SMOKE] if args.smoke else CONVERSATIONS, args.voices.split(","), "")
+        for name in args.profile or (["desktop"] if args.smoke else list(PROFILES))
+    ]
+    if args.languages:
+        languages = args.languages.split(",")
+        if unknown := set(languages) - set(CALLERS):
+            parser.error(
+                f"no calls in {', '.join(sorted(unknown))} (there are {', '.join(CALLERS)})"
+            )
+        slices = [
+            (f"call-{code}", "call", CALLERS[code][:1] if args.smoke else CALLERS[code],
+             [CALLER_VOICES[code]], code if args.fixed_language else "")
+            for code in languages
+        ]  # fmt: skip
     started = time.monotonic()
     model = args.llm_model or default_llm()
     report: dict[str, Any] = {
         "speed": args.speed,
         "voices": args.voices,
+        "phone": args.phone,
+        "fixed_language": args.fixed_language,
+        "typed": args.typed,
         "llm_model": model,
         "profiles": {},
     }
     rows: list[dict[str, Any]] = []
-    for name in profiles:
-        rows += (done := asyncio.run(run_profile(name, conversations, args)))
-        report["profiles"][name] = summary(done)
-        print(table(f"{name} profile ({model})", report["profiles"][name]), flush=True)
+    line = " over the phone (8 kHz u-law)" if args.phone else ""
+    line = ", typed" if args.typed else line
+    for label, name, conversations, voices, heard_in in slices:
+        done = asyncio.run(run_profile(name, conversations, args, voices, label, heard_in))
+        rows += done
+        report["profiles"][label] = summary(done)
+        print(table(f"{label} profile ({model}){line}", report["profiles"][label]), flush=True)
     report["wall_s"] = round(time.monotonic() - started, 1)
     report["turns"] = rows
     print(f"{len(rows)} turns in {report['wall_s']:.0f} s at x{args.speed}")

@@ -60,7 +60,7 @@ def normalise(text: str) -> str:
     """Lower case, numbers in digits ("three hundred and ninety-one", "6,912" → 391, 6912):
     a fact is one pattern however the reply wrote its number."""
     text = re.sub(r"(?<=\d),(?=\d{3})", "", text.lower()).replace("-", " ")
-    tokens = re.findall(r"\d+(?:\.\d+)?|[a-z']+|[^\s\w]", text)
+    tokens = re.findall(r"\d+(?:\.\d+)?|(?:[^\W\d_]|')+|[^\s\w]", text)
     out: list[str] = []
     run: list[str] = []  # the number words being read
 
@@ -131,6 +131,10 @@ class Turn:
     """Silence after the turn: room for the reply before the next turn."""
     heard: str = ""
     """What a recording says (for the recognizer's score); spoken turns say ``say``."""
+    language: str = "en"
+    """What the turn is said in, and its reply should be."""
+    over_greeting: bool = False
+    """Said as the call connects, while the greeting plays (the first turn only)."""
 
 
 def turn(say: str, category: str, *facts: str, **options: Any) -> Turn:
@@ -280,3 +284,80 @@ CONVERSATIONS: list[list[Turn]] = [
     ],
 ]  # fmt: skip
 SMOKE = CONVERSATIONS[0]
+
+
+def _caller(language: str, lines: dict[str, str], recording: str) -> list[list[Turn]]:
+    """One language's calls: a greeting said over the agent's, the clock, knowledge with a
+    follow-up, the date, sums the call profile has no tool for, the weather it cannot know,
+    a goodbye, more knowledge; and a real recording of the language, which is no request."""
+
+    def say(key: str, category: str, *facts: str, **options: Any) -> Turn:
+        return Turn(lines[key], category, facts, language=language, **options)
+
+    return [
+        [
+            say("hello", "small talk", over_greeting=True),
+            say("time", "time/units", r"\d", tool="get_time"),
+            say("capital", "knowledge", r"par[ií]s"),
+            say("follow", "follow-up", r"berl[ií]n"),
+        ],
+        [
+            say("date", "time/units", r"\d", tool="get_date"),
+            say("sum", "arithmetic", rf"{number('144')}|{lines['144']}"),
+            say("weather", NOT_KNOWN, admit=True),
+            say("bye", "small talk", tool="end_conversation", elsewhere="reply"),
+        ],
+        [
+            say("writer", "knowledge", "shakespeare"),
+            say("week", "knowledge", rf"{number('7')}|\b{lines['7']}\b"),
+            say("planet", "knowledge", r"j[uú]piter"),
+            say("hour", "knowledge", rf"{number('60')}|\b{lines['60']}\b"),
+        ],
+        [Turn(f"@{recording}", "not a request", language=language, room_s=6.0)],
+    ]
+
+
+CALLERS: dict[str, list[list[Turn]]] = {
+    "en": _caller("en", {
+        "hello": "Hello, good morning.", "time": "What time is it?",
+        "capital": "What is the capital of France?", "follow": "And of Germany?",
+        "date": "What's the date today?", "sum": "How much is twelve times twelve?",
+        "144": "one hundred forty four", "weather": "What will the weather be like tomorrow?",
+        "bye": "Thank you, goodbye.", "writer": "Who wrote Romeo and Juliet?",
+        "week": "How many days are there in a week?", "7": "seven",
+        "planet": "What is the largest planet in our solar system?",
+        "hour": "How many minutes are there in an hour?", "60": "sixty",
+    }, "jfk.flac"),
+    "de": _caller("de", {
+        "hello": "Guten Tag.", "time": "Wie spät ist es?",
+        "capital": "Was ist die Hauptstadt von Frankreich?", "follow": "Und von Deutschland?",
+        "date": "Welches Datum haben wir heute?", "sum": "Wie viel ist zwölf mal zwölf?",
+        "144": "hundertvierundvierzig", "weather": "Wie wird das Wetter morgen?",
+        "bye": "Danke, auf Wiederhören.", "writer": "Wer hat Romeo und Julia geschrieben?",
+        "week": "Wie viele Tage hat eine Woche?", "7": "sieben",
+        "planet": "Was ist der größte Planet in unserem Sonnensystem?",
+        "hour": "Wie viele Minuten hat eine Stunde?", "60": "sechzig",
+    }, "speech60_de.wav"),
+    "es": _caller("es", {
+        "hello": "Hola, buenos días.", "time": "¿Qué hora es?",
+        "capital": "¿Cuál es la capital de Francia?", "follow": "¿Y la de Alemania?",
+        "date": "¿Qué fecha es hoy?", "sum": "¿Cuánto es doce por doce?",
+        "144": "ciento cuarenta y cuatro", "weather": "¿Qué tiempo hará mañana?",
+        "bye": "Gracias, adiós.", "writer": "¿Quién escribió Romeo y Julieta?",
+        "week": "¿Cuántos días tiene una semana?", "7": "siete",
+        "planet": "¿Cuál es el planeta más grande del sistema solar?",
+        "hour": "¿Cuántos minutos tiene una hora?", "60": "sesenta",
+    }, "speech60_es.wav"),
+    "fr": _caller("fr", {
+        "hello": "Bonjour.", "time": "Quelle heure est-il ?",
+        "capital": "Quelle est la capitale de la France ?", "follow": "Et celle de l'Allemagne ?",
+        "date": "Quelle est la date d'aujourd'hui ?", "sum": "Combien font douze fois douze ?",
+        "144": "cent quarante quatre", "weather": "Quel temps fera-t-il demain ?",
+        "bye": "Merci, au revoir.", "writer": "Qui a écrit Roméo et Juliette ?",
+        "week": "Combien de jours y a-t-il dans une semaine ?", "7": "sept",
+        "planet": "Quelle est la plus grande planète du système solaire ?",
+        "hour": "Combien de minutes y a-t-il dans une heure ?", "60": "soixante",
+    }, "dictee_fr.aiff"),
+}  # fmt: skip
+"""The call profile's languages, each asked the same (``bench/quality.py --languages``)."""
+CALLER_VOICES = {"en": "piper", "de": "de:150", "es": "es:150", "fr": "fr:150"}

@@ -1,5 +1,5 @@
-"""System prompts, one text file per profile, and the agent's apologies, shipped with the
-package.
+"""System prompts, one text file per profile, and what the agent says by itself in each
+language (apologies, the tools' answers), shipped with the package.
 
 A profile's ``prompt`` is a built-in name or the prompt's own text, and its ``prompt_file`` a
 path: a string is never guessed to be a file name.
@@ -23,20 +23,26 @@ class PromptError(LookupError):
     """The prompt named or given cannot be used; the message is meant for the user."""
 
 
-Apology = Literal["repeat", "failed"]
+Phrase = Literal["repeat", "failed", "answer_in", "time", "date", "offline", "transfer", "goodbye"]
 
 
 @functools.cache
-def _apologies() -> dict[str, dict[str, str]]:
-    text = resources.files(__name__).joinpath("apologies.toml").read_text("utf-8")
+def _phrases() -> dict[str, dict[str, str]]:
+    text = resources.files(__name__).joinpath("phrases.toml").read_text("utf-8")
     return tomllib.loads(text)
 
 
-def apology(kind: Apology, language: str) -> str:
-    """What the agent says in place of a reply it cannot use, in ``language`` if it has it
-    (``pt-BR`` as ``pt``), else in English."""
-    apologies = _apologies()
-    return apologies.get(base_language(language), apologies["en"])[kind]
+def phrase_language(language: str) -> str:
+    """The language ``phrase`` speaks for ``language``: itself (``pt-BR`` as ``pt``) if the
+    table has it, else English."""
+    code = base_language(language)
+    return code if code in _phrases() else "en"
+
+
+def phrase(kind: Phrase, language: str) -> str:
+    """What the agent says by itself (``prompts/phrases.toml``) in ``language``, if it has it,
+    else in English."""
+    return _phrases()[phrase_language(language)][kind]
 
 
 def available_prompts() -> list[str]:

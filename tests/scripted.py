@@ -21,6 +21,7 @@ from agent.session import SessionFactory
 from agent.transports.file import SAMPLE_RATE, play_conversation
 from audio import Pyttsx3Options, Pyttsx3TTS
 from audio.pcm import resample
+from tools.services import AgentServices
 
 
 class ScriptedToolModel(llm.LLM):
@@ -77,3 +78,11 @@ async def converse(
     )
     await controlled.aclose()
     return [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+
+
+class CallerContext:
+    """What a tool that speaks reads of its ``RunContext``: the session's services, with the
+    language the caller was heard in (a session needs a running conversation)."""
+
+    def __init__(self, language: str = "en") -> None:
+        self.userdata = AgentServices(language=language)

@@ -150,3 +150,26 @@ def test_the_quality_bench_scores_each_turn_of_a_spoken_conversation(tmp_path):
     for turn in figures["turns"]:
         assert fields <= set(turn["scores"]), turn  # a turn the scorer could not read lacks them
         assert {"heard", "reply", "tools", "e2e_s"} <= set(turn)
+
+
+def test_the_quality_bench_scores_a_callers_language_typed_and_over_the_phone(tmp_path):
+    """The call profile asked in German: typed (the answer alone), then spoken at 8 kHz with
+    the first words said over the greeting; each reply's language is scored."""
+    for mode in ("--typed", "--phone"):
+        out = tmp_path / f"figures{mode}.json"
+        command = (
+            f"{sys.executable} bench/quality.py --languages de --smoke {mode} --speed 2 "
+            f"--out {tmp_path / mode} --json {out}"
+        )
+        run = subprocess.run(command.split(), cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "replies in the turn's language" in run.stdout, run.stdout
+        figures = json.loads(out.read_text())
+        german = figures["profiles"]["call-de"]
+        assert german["turns"] == 4 and german["over_greeting_lost"][1] == 1, german
+        assert all(turn["language"] == "de" for turn in figures["turns"])
+        assert all("language" in turn["scores"] for turn in figures["turns"]), figures["turns"]
+    typed = json.loads((tmp_path / "figures--typed.json").read_text())["turns"]
+    assert all(turn["heard_ratio"] == 1.0 for turn in typed), "typed turns are heard as typed"
+    assert typed[1]["tools"] and typed[1]["tools"][0]["name"] == "get_time", typed[1]
+    assert typed[1]["reply"].startswith("Es ist "), "the clock answers in German"

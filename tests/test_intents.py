@@ -20,7 +20,7 @@ EVERY_TOOL = set(TOOLS)
 
 @pytest.fixture(scope="module")
 def intents() -> LocalIntents:
-    templates = LocalIntents(["en"], devices=["lamp", "door"])
+    templates = LocalIntents(["en", "de", "es", "fr"], devices=["lamp", "door"])
     templates.load()
     return templates
 
@@ -98,9 +98,30 @@ def test_a_template_never_calls_a_tool_the_profile_does_not_offer(intents):
     assert intents.match("What time is it?", "en", {"get_time"}) is not None
 
 
-def test_a_turn_heard_in_another_language_goes_to_the_model(intents):
-    """The tools answer in English: a German caller is better served by the model."""
-    assert intents.match("What time is it?", "de", EVERY_TOOL) is None
+@pytest.mark.parametrize(
+    "language, said, tool",
+    [
+        ("de", "Wie spät ist es?", "get_time"),
+        ("de-AT", "Welches Datum haben wir heute?", "get_date"),
+        ("es", "¿Qué hora es?", "get_time"),
+        ("fr", "Quelle est la date d'aujourd'hui ?", "get_date"),
+    ],
+)
+def test_the_time_and_date_are_matched_in_the_callers_language(intents, language, said, tool):
+    matched = intents.match(said, language, EVERY_TOOL)
+    assert matched is not None and [c.name for c in matched.calls] == [tool]
+
+
+@pytest.mark.parametrize(
+    "language, said",
+    [("de", "Stelle einen Timer für fünf Minuten."), ("fr", "Allume la lampe."),
+     ("de", "What time is it?")],
+)  # fmt: skip
+def test_requests_whose_tools_speak_english_only_go_to_the_model_in_other_languages(
+    intents, language, said
+):
+    """Timers and devices answer in English: a German caller is better served by the model."""
+    assert intents.match(said, language, EVERY_TOOL) is None
 
 
 async def test_a_spoken_request_is_answered_by_the_tool_and_stays_in_the_chat(tmp_path):

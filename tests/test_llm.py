@@ -12,13 +12,14 @@ import pytest
 from livekit.agents import llm
 
 from agent import models
+from agent.engines.lite import prompt
 from agent.engines.lite.llama_cpp import fastest_weights
 from agent.engines.lite.llm import LocalLLM, LocalLLMOptions, _offered_arguments
 from agent.models import ModelNotFoundError, SplitGGUF
 from agent.profile import load_profile
 from agent.relay import RecitedInstructions
 from agent.tool_calls import INTENT_CALL_PREFIX
-from prompts import apology
+from prompts import phrase
 from tools import get_time, get_world_time, resolve_tools
 
 SYSTEM = "You are a helpful voice assistant. Answer in one short sentence."
@@ -100,9 +101,22 @@ def test_a_past_tool_call_and_result_stay_in_the_history(smollm):
 @pytest.mark.parametrize("language", load_profile("call").voice.languages)
 def test_each_call_language_has_short_apologies(language):
     for kind in ("repeat", "failed"):
-        text = apology(kind, language)
-        assert text != apology(kind, "en") or language == "en"
+        text = phrase(kind, language)
+        assert text != phrase(kind, "en") or language == "en"
         assert text[-1] in ".?。？" and len(text) < 60
+
+
+def test_each_turn_asks_for_an_answer_in_the_language_it_was_heard_in():
+    chat = llm.ChatContext()
+    first = chat.add_message(role="user", content="Hello.")
+    chat.add_message(role="assistant", content="Hi! How can I help?")
+    second = chat.add_message(role="user", content="Wie spät ist es?")
+    asked = prompt.answer_in_language(chat, {first.id: "en", second.id: "de-CH"})
+    assert [item.text_content for item in asked.items] == [
+        "Hello.\n\n(Answer in English.)",
+        "Hi! How can I help?",
+        "Wie spät ist es?\n\n(Antworte auf Deutsch.)",
+    ]
 
 
 async def test_a_reply_asked_to_avoid_an_earlier_one_starts_otherwise(smollm):
@@ -264,7 +278,7 @@ async def test_a_reply_that_recites_the_prompt_is_replaced_by_a_request_to_repea
         pieces, usage = await reply(default_model, ctx, resolve_tools(profile.tools))
     finally:
         default_model.off("error", errors.append)
-    assert "".join(pieces) == apology("repeat", "en")
+    assert "".join(pieces) == phrase("repeat", "en")
     heard_spanish = default_model.fork()
     heard_spanish.hear("es")
     again, _ = await reply(heard_spanish, ctx, resolve_tools(profile.tools))
@@ -292,7 +306,7 @@ async def test_after_a_greeting_said_again_is_cut_off_the_next_question_is_answe
         pieces, _ = await reply(model, ctx, resolve_tools(profile.tools))
         replies.append("".join(pieces))
         ctx.add_message(role="assistant", content=replies[-1])
-    assert replies[0].endswith(apology("repeat", "en"))
+    assert replies[0].endswith(phrase("repeat", "en"))
     assert "calling" not in replies[1] and "time" in replies[1].lower(), replies
 
 

@@ -23,7 +23,7 @@ from agent.profile import load_profile
 from agent.relay import RecitedInstructions
 from audio import load_audio
 from audio.pcm import samples_to_frame
-from prompts import apology
+from prompts import phrase
 from tests.conftest import SHARED_AUDIO, voice_agent
 from tools import get_time
 
@@ -182,7 +182,7 @@ async def test_a_malformed_call_gets_a_spoken_apology_and_an_error_event():
     session.on("error", errors.append)
     await spoken_turn(session)
     text, calls = await reply_of(session)
-    assert text == apology("failed", "en") and calls == []
+    assert text == phrase("failed", "en") and calls == []
     assert len(errors) == 1 and errors[0].recoverable
     await session.aclose()
 
@@ -197,7 +197,7 @@ async def test_a_reply_that_recites_the_instructions_is_cut_off_on_this_engine_t
     session.on("error", errors.append)
     await spoken_turn(session)
     text, calls = await reply_of(session)
-    assert text == apology("repeat", "en") and calls == []
+    assert text == phrase("repeat", "en") and calls == []
     assert [type(e.error) for e in errors] == [RecitedInstructions]
     await session.aclose()
 
@@ -214,7 +214,7 @@ async def test_a_call_to_a_tool_it_was_not_offered_is_an_apology_not_livekits_er
     session.on("error", errors.append)
     await spoken_turn(session)
     text, calls = await reply_of(session)
-    assert text == apology("failed", "en") and calls == []
+    assert text == phrase("failed", "en") and calls == []
     assert len(errors) == 1 and "country" in str(errors[0].error)
     await session.aclose()
 

@@ -12,10 +12,10 @@ import pytest
 
 from agent.profile import load_profile
 from agent.relay import RecitedInstructions, RepeatedReply, relay_reply
-from prompts import apology
+from prompts import phrase
 
 CALL_PROMPT = load_profile("call").instructions()
-RECITAL_REPLY = apology("repeat", "en")
+RECITAL_REPLY = phrase("repeat", "en")
 
 
 class Worker:
@@ -178,7 +178,7 @@ async def test_an_earlier_reply_said_again_is_generated_anew_without_a_word_of_i
 async def test_a_reply_said_again_after_it_was_avoided_becomes_an_apology():
     said, errors = [], []
     await relay(Worker(word_pieces(PARIS)), said, errors, earlier=[PARIS], language="de")
-    assert "".join(said) == apology("repeat", "de")
+    assert "".join(said) == phrase("repeat", "de")
     assert [type(e) for e in errors] == [RepeatedReply, RepeatedReply]
 
 
@@ -209,8 +209,8 @@ async def test_an_apology_is_said_in_the_callers_language(language, reply, apolo
     """Spanish and German have their own; Swedish, which the apologies lack, gets English."""
     said, errors = [], []
     await relay(Worker([reply]), said, errors, offered={"get_time"}, language=language)
-    assert "".join(said) == apology(apology_, language) and len(errors) == 1
-    assert apology(apology_, "sv") == apology(apology_, "en")
+    assert "".join(said) == phrase(apology_, language) and len(errors) == 1
+    assert phrase(apology_, "sv") == phrase(apology_, "en")
 
 
 @pytest.mark.parametrize("fail", [False, True], ids=["stops", "fails"])

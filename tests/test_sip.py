@@ -23,7 +23,7 @@ from agent.profile import load_profile
 from agent.session import SessionFactory
 from agent.transports.sip import SipConfigError, SipOptions, SipServer, UdpTransport
 from audio.decode import load_audio
-from tools.call import TRANSFER_NOTICE
+from prompts import phrase
 
 from .conftest import JFK, free_udp_port, run_isolated
 from .conftest import words as spoken
@@ -125,7 +125,9 @@ def test_a_caller_is_handed_to_a_person_after_being_told_so(calls):
     assert calls["operator_answered"], calls["phones"][4]["log"]
     assert calls["after_transfer"], "the agent's side of the call ended"
     events = calls["records"][calls["fourth_session"]]
-    notice = [e for e in events if e["type"] == "agent_reply" and e["text"] == TRANSFER_NOTICE]
+    notice = [
+        e for e in events if e["type"] == "agent_reply" and e["text"] == phrase("transfer", "en")
+    ]
     assert notice, [e for e in events if e["type"] == "agent_reply"]
     assert events[-1]["type"] == "summary"
 

@@ -18,7 +18,7 @@ from agent.models import ModelNotFoundError
 from agent.profile import load_profile
 from audio import WebRTCVAD, load_audio
 from audio.early_stt import EarlySTT
-from audio.language import TextLanguage
+from audio.language import TextLanguage, TurnLanguage
 from audio.pcm import samples_to_frame
 from audio.segmenter import SpeechSegmenter, speech_bounds
 from tests.conftest import JFK, REPO, SHARED_AUDIO, voice_agent, words
@@ -155,10 +155,20 @@ def test_an_english_only_model_cannot_be_asked_to_tell_languages_apart():
         FasterWhisperSTT(FasterWhisperOptions(language="")).load()
 
 
-def test_the_call_profile_logs_each_turns_language_and_each_replys(tmp_path):
-    """The caller speaks after the greeting (what is said over it is not heard)."""
+def test_a_turns_language_is_its_longest_pieces():
+    """A French turn ended by "Uh." (which the recognizer told as English) stays French."""
+    turn = TurnLanguage()
+    assert turn.heard("Et c'est la dictée numéro un !", "fr")
+    assert not turn.heard("Uh.", "en") and turn.language == "fr"
+    turn.next_turn()
+    assert turn.heard("Hola.", "es") and turn.language == "es", "a new turn tells its own"
+
+
+def test_a_caller_speaking_over_the_greeting_is_heard_and_answered_in_their_language(tmp_path):
+    """A French caller starts as the call connects: the greeting is said whole, then the turn
+    is answered, in French; each turn's language and each reply's are logged."""
     speech = load_audio(SHARED_AUDIO / "dictee_fr.aiff", 16000)
-    sf.write(tmp_path / "call.wav", np.concatenate([np.zeros(4 * 16000, np.int16), speech]), 16000)
+    sf.write(tmp_path / "call.wav", np.concatenate([np.zeros(16000, np.int16), speech]), 16000)
     result = voice_agent(
         "run-file", str(tmp_path / "call.wav"), "--out", str(tmp_path / "out"),
         "-q", "--profile", "call",
@@ -169,9 +179,12 @@ def test_the_call_profile_logs_each_turns_language_and_each_replys(tmp_path):
     ]
     turns = [r for r in records if r["type"] == "user_turn"]
     assert turns and all(t["language"] == "fr" for t in turns), turns
+    assert "dictée" in " ".join(t["transcript"] for t in turns).lower(), turns
     greeting, *replies = [r for r in records if r["type"] == "agent_reply"]
-    assert greeting["language"] == "en"
-    assert replies and all(r["language"] in load_profile("call").voice.languages for r in replies)
+    assert greeting["language"] == "en" and not greeting["interrupted"]
+    assert turns[0]["start"] < greeting["t"], "said over the greeting"
+    assert replies and all(r["language"] == "fr" for r in replies), replies
+    assert replies[0]["start"] >= greeting["t"]
 
 
 def test_the_interpreter_says_a_french_turn_again_in_its_voices_language(tmp_path):

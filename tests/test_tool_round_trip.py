@@ -11,8 +11,9 @@ from datetime import datetime
 
 from livekit.agents import llm
 
-from tests.scripted import ScriptedToolModel, converse, spoken
+from tests.scripted import CallerContext, ScriptedToolModel, converse, spoken
 from tools import get_time, get_world_time
+from tools.clock import get_date
 
 
 async def test_a_time_question_runs_get_time_and_speaks_its_answer(tmp_path):
@@ -37,11 +38,24 @@ async def test_a_time_question_runs_get_time_and_speaks_its_answer(tmp_path):
 
 
 async def test_the_time_is_a_sentence_here_and_in_other_zones_and_unknown_zones_are_refused():
-    assert re.fullmatch(r"It is \d{2}:\d{2} \w+, on \w+ \d{2} \w+ \d{4}\.", await get_time())
-    assert re.search(r"\d{2}:\d{2} JST, on", await get_world_time("Asia/Tokyo"))
+    caller = CallerContext("en")
+    assert re.fullmatch(r"It is \d{2}:\d{2} \w+, on \w+ \d{2} \w+ \d{4}\.", await get_time(caller))
+    assert re.search(r"\d{2}:\d{2} JST, on", await get_world_time(caller, "Asia/Tokyo"))
     try:
-        await get_world_time("Mars/Olympus")
+        await get_world_time(caller, "Mars/Olympus")
     except llm.ToolError as e:
         assert "Mars/Olympus" in e.message
     else:
         raise AssertionError("an unknown zone must be a tool error the model can read")
+
+
+async def test_the_time_and_date_are_said_in_the_callers_language():
+    year = str(datetime.now().year)
+    assert re.fullmatch(rf"Es ist \d{{2}}:\d{{2}} Uhr, am \w+, \d+\. \w+ {year}\.",
+                        await get_time(CallerContext("de")))  # fmt: skip
+    assert re.fullmatch(rf"Son las \d{{2}}:\d{{2}}, del \w+, \d+ de \w+ de {year}\.",
+                        await get_time(CallerContext("es-MX")))  # fmt: skip
+    assert re.fullmatch(
+        rf"Nous sommes le \w+ \d+ \w+ {year}\.", await get_date(CallerContext("fr"))
+    )
+    assert (await get_date(CallerContext("sv"))).startswith("Today is "), "no phrases: English"

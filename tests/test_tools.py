@@ -8,7 +8,7 @@ import re
 import pytest
 from livekit.agents import ToolError, function_tool
 
-from tests.scripted import ScriptedToolModel, converse, spoken
+from tests.scripted import CallerContext, ScriptedToolModel, converse, spoken
 from tools import TOOLS, get_time, resolve_tools
 from tools.calculator import calculate, evaluate
 from tools.call import NOT_A_CALL
@@ -93,9 +93,15 @@ async def test_timers_count_down_list_cancel_and_ring():
 
 
 async def test_the_date_and_live_information_are_answered_in_a_sentence():
-    assert re.fullmatch(r"Today is [A-Z][a-z]+day \d{1,2} [A-Z][a-z]+ \d{4}\.", await get_date())
-    assert await look_up_online("the weather in Paris?") == (
+    caller = CallerContext("en")
+    assert re.fullmatch(
+        r"Today is [A-Z][a-z]+day \d{1,2} [A-Z][a-z]+ \d{4}\.", await get_date(caller)
+    )
+    assert await look_up_online(caller, "the weather in Paris?") == (
         "Sorry, I can't check the weather in Paris: I work offline, without the internet."
+    )
+    assert (await look_up_online(CallerContext("de"), "das Wetter")).startswith(
+        "Entschuldigung, das kann ich nicht nachsehen"
     )
 
 

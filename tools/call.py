@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from livekit.agents import RunContext, ToolError, function_tool
 
+from prompts import phrase
+
 from .guard import guarded
 from .services import AgentServices
 
-TRANSFER_NOTICE = "One moment, I am transferring your call."
 NOT_A_CALL = "This conversation is not a phone call, so it cannot be transferred."
 
 
@@ -19,4 +20,4 @@ async def transfer_call(context: RunContext[AgentServices]) -> str:
     if phone is None:
         raise ToolError(NOT_A_CALL)
     phone.transfer()  # once this sentence has been said
-    return TRANSFER_NOTICE
+    return phrase("transfer", context.userdata.language)

@@ -6,11 +6,15 @@ given this tool, a question about live information is answered with what the age
 
 from __future__ import annotations
 
-from livekit.agents import function_tool
+from livekit.agents import RunContext, function_tool
+
+from prompts import phrase
+
+from .services import AgentServices
 
 
 @function_tool
-async def look_up_online(topic: str) -> str:
+async def look_up_online(context: RunContext[AgentServices], topic: str) -> str:
     """Look up live information from the internet: weather, news, prices, sports scores,
     bookings. Not for general knowledge.
 
@@ -18,4 +22,4 @@ async def look_up_online(topic: str) -> str:
         topic: What to look up, such as "the weather in Paris".
     """
     topic = topic.strip().rstrip("?.!") or "that"
-    return f"Sorry, I can't check {topic}: I work offline, without the internet."
+    return phrase("offline", context.userdata.language).format(topic=topic)

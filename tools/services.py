@@ -1,5 +1,5 @@
-"""What the tools of one session share (the session's userdata): its timers, its devices and,
-on a phone call, the line."""
+"""What the tools of one session share (the session's userdata): its timers, its devices, the
+language the caller was last heard in and, on a phone call, the line."""
 
 from __future__ import annotations
 
@@ -24,3 +24,8 @@ class AgentServices:
     devices: DeviceGateway | None = None
     phone: PhoneLine | None = None
     """Set by the transport when the conversation is a phone call."""
+    language: str = "en"
+    """What the tools that speak answer in: the caller's, as last heard."""
+
+    def hear(self, language: str) -> None:
+        self.language = language

@@ -3,13 +3,15 @@ Assist does: the common commands (the time, the date, timers, devices, sums, uni
 the internet knows) are carried out exactly and at once, by the same tools the model calls.
 
 The templates are Home Assistant's own (``home-assistant-intents``, matched by ``hassil``) and
-ours for what they lack (``prompts/intents_en.yaml``). A match becomes tool calls that the
+ours for what they lack (``prompts/intents_<language>.yaml``). A match becomes tool calls that the
 session runs like the model's (the engine marks their ``call_id``, and the event log reports
 their ``source``) and keeps in the chat, so the model's later turns see them. What no template
 matches goes to the model.
 
-English only for now: the tools answer in English, and a German question answered in English is
-worse than the model's German answer.
+In every language Home Assistant has templates for, the requests whose tools answer in the
+caller's language (the time, the date, the weather, a goodbye) are matched; the rest (timers,
+devices, sums, units: their tools speak English) only in English, since a German question
+answered in English is worse than the model's German answer.
 """
 
 from __future__ import annotations
@@ -27,15 +29,25 @@ from zoneinfo import available_timezones
 
 import yaml
 from hassil import Intents, RecognizeResult, TextSlotList, recognize_best
-from home_assistant_intents import get_intents
+from home_assistant_intents import LANGUAGES, get_intents
 
+from audio.language import base_language
 from tools.calculator import evaluate
 from tools.units import UNITS, pint_unit
 
 from ...tool_calls import ParsedToolCall
 
-LANGUAGES = ("en",)
-"""Where the tools' answers are in the language asked in."""
+SPOKEN_IN_EVERY_LANGUAGE = frozenset(
+    {
+        "HassGetCurrentTime",
+        "HassGetCurrentDate",
+        "HassGetWeather",
+        "HassNevermind",
+        "LookUpOnline",
+        "EndConversation",
+    }
+)
+"""The intents whose tools answer in ``prompts/phrases.toml``'s languages; others, English only."""
 DEVICE_DOMAINS = ("switch", "cover")
 """A profile's device may be switched (the lamp: on, off) or opened (the door: open, close)."""
 NEVER_MIND = "OK."
@@ -125,6 +137,7 @@ HANDLERS: dict[str, Callable[[Entities, dict[str, Any]], tuple[ParsedToolCall, .
     "HassGetState": lambda slots, context: _call("get_device_state", device=slots["name"]),
     "HassGetWeather": lambda slots, context: _call("look_up_online", topic="the weather"),
     "LookUpOnline": lambda slots, context: _call("look_up_online", topic=slots["topic"]),
+    "EndConversation": lambda slots, context: _call("end_conversation"),
     "Calculate": _calculation,
     "ConvertUnits": _conversion,
     "GetWorldTime": _world_time,
@@ -143,7 +156,7 @@ def _templates(language: str) -> dict[str, Any]:
         data["skip_words"] = [*data.get("skip_words", []), *extra.get("skip_words", [])]
         for name, intent in extra.get("intents", {}).items():  # ours add to theirs
             data.setdefault("intents", {}).setdefault(name, {"data": []})["data"] += intent["data"]
-    handled = {*HANDLERS, "HassNevermind"}
+    handled = {*HANDLERS, "HassNevermind"} if language == "en" else SPOKEN_IN_EVERY_LANGUAGE
     data["intents"] = {k: v for k, v in data["intents"].items() if k in handled}
     return data
 
@@ -152,7 +165,7 @@ class LocalIntents:
     """The templates of the profile's languages, loaded once and shared by every session."""
 
     def __init__(self, languages: Collection[str], devices: Collection[str]) -> None:
-        self._languages = [code for code in LANGUAGES if code in languages]
+        self._languages = sorted({base_language(code) for code in languages} & set(LANGUAGES))
         self._devices = sorted(devices)
         self._intents: dict[str, Intents] = {}
         self._lock = threading.Lock()
@@ -172,6 +185,7 @@ class LocalIntents:
 
     def match(self, text: str, language: str, offered: Collection[str]) -> IntentMatch | None:
         """What the tools ``offered`` do for ``text``, if a template matches it."""
+        language = base_language(language)
         intents = self._intents.get(language)
         if intents is None:
             return None

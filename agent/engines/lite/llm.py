@@ -50,6 +50,9 @@ class LocalLLMOptions:
     """What the agent says by script (the greeting): a reply may not recite it."""
     language: str = "en"
     """The apologies' language until the caller is heard in one."""
+    answer_in_language: bool = False
+    """Each of the caller's turns ends with a request, in the language it was heard in, to
+    answer in it: for a profile that hears several languages."""
 
 
 class LocalLLM(llm.LLM):
@@ -70,6 +73,8 @@ class LocalLLM(llm.LLM):
         self.meter = ContextMeter()
         self.language = self._opts.language
         """The caller's, as the recognizer last heard it: what an apology is said in."""
+        self._heard_in: dict[str, str] = {}
+        """Each user turn's language (by message id), as it was heard."""
 
     @property
     def model(self) -> str:
@@ -134,8 +139,15 @@ class LocalLLM(llm.LLM):
         if self._intents is None or not isinstance(last, llm.ChatMessage) or last.role != "user":
             return None
         offered = llm.ToolContext(list(tools)).function_tools.keys()
-        text, language = last.text_content or "", self.language
+        text, language = last.text_content or "", self._heard_in.get(last.id, self.language)
         return await asyncio.to_thread(self._intents.match, text, language, offered)
+
+    def note_language(self, chat_ctx: llm.ChatContext) -> None:
+        """The language the request's latest user turn was heard in, kept for as long as the
+        conversation (its prompt renders the same each time)."""
+        last = next((i for i in reversed(chat_ctx.items) if isinstance(i, llm.ChatMessage)), None)
+        if last is not None and last.role == "user":
+            self._heard_in.setdefault(last.id, self.language)
 
     def prepare(
         self, chat_ctx: llm.ChatContext, tools: Sequence[llm.Tool | llm.Toolset]
@@ -172,6 +184,8 @@ class LocalLLM(llm.LLM):
         """Token ids of the conversation, rendered by the model's own chat template."""
         self._runtime.load()
         chat_ctx = prompt.intents_in_words(chat_ctx)
+        if self._opts.answer_in_language:
+            chat_ctx = prompt.answer_in_language(chat_ctx, self._heard_in)
         messages, _ = chat_ctx.to_provider_format("openai", inject_dummy_user_message=False)
         schemas = prompt.untitled(
             llm.ToolContext(tools).parse_function_tools("openai", strict=False)
@@ -252,6 +266,7 @@ class LocalLLMStream(llm.LLMStream):
 
     async def _run(self) -> None:
         request_id = uuid.uuid4().hex
+        self._engine.note_language(self._chat_ctx)
         if self._engine.options.tool_answers == "tool" and (
             outputs := _tool_outputs(self._chat_ctx)
         ):

@@ -8,6 +8,8 @@ from typing import Any
 
 from livekit.agents import llm
 
+from prompts import phrase
+
 from ...tool_calls import INTENT_CALL_PREFIX
 
 TOOLS_IN_SYSTEM_PROMPT = """
@@ -53,6 +55,19 @@ def intents_in_words(chat_ctx: llm.ChatContext) -> llm.ChatContext:
         )
     ]
     return llm.ChatContext([*answered, *items[end:]])
+
+
+def answer_in_language(chat_ctx: llm.ChatContext, heard_in: dict[str, str]) -> llm.ChatContext:
+    """Each user turn with a request to answer in the language it was heard in, written in
+    that language: told once in the system prompt, Qwen2.5-Coder-0.5B answered German callers
+    in English (bench/quality.py --languages)."""
+    items: list[llm.ChatItem] = []
+    for item in chat_ctx.items:
+        if isinstance(item, llm.ChatMessage) and item.role == "user" and item.id in heard_in:
+            hint = phrase("answer_in", heard_in[item.id])
+            item = item.model_copy(update={"content": [f"{item.text_content or ''}\n\n{hint}"]})
+        items.append(item)
+    return llm.ChatContext(items)
 
 
 def reminded(messages: list[dict], reminder: str) -> list[dict]:

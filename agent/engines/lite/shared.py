@@ -65,6 +65,7 @@ async def load(
             context=ContextOptions(**profile.context.model_dump()),
             scripted=profile.scripted_lines(),
             language=profile.voice.language,
+            answer_in_language=len(set(lite.stt_languages)) > 1,
         ),
         intents=intents,
     )
