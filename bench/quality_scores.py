@@ -292,6 +292,6 @@ def table(name: str, s: dict[str, Any]) -> str:
         + ", ".join(f"{ratio(pair)} ({voice})" for voice, pair in s["heard_right"].items()),
         f"  replies in the turn's language {ratio(s['in_language'])} turns "
         f"({s['unsure_language']} with a reply too short to tell); "
-        f"said over the greeting and lost {ratio(s['over_greeting_lost'])}",
+        f"said over the greeting and lost or misheard {ratio(s['over_greeting_lost'])}",
     ]
     return "\n".join(lines)
