@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import json
 import logging
 import ssl
 import uuid
@@ -188,8 +189,9 @@ class VoiceServer:
         self.app.router.add_get("/status", self._status)
 
     def _authorized(self, given: str) -> bool:
+        # a header's bytes that are not text arrive as surrogates: compared as they came
         return not self._options.token or hmac.compare_digest(
-            given.encode(), self._options.token.encode()
+            given.encode("utf-8", "surrogateescape"), self._options.token.encode()
         )
 
     async def _page(self, request: web.Request) -> web.Response:
@@ -214,14 +216,14 @@ class VoiceServer:
         return web.json_response({**answer, "session_id": conversation_id})
 
     async def _read_offer(self, request: web.Request) -> dict[str, str]:
-        header = request.headers.get("Authorization", "")
-        if not self._authorized(header.removeprefix("Bearer ")):
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if self._options.token and (scheme.lower() != "bearer" or not self._authorized(token)):
             raise _OfferError(401, "a valid token is needed (Authorization: Bearer …)")
-        try:
-            body = await request.json()
+        try:  # JSON is UTF-8 (RFC 8259) whatever charset the Content-Type names
+            body = json.loads(await request.read())
         except web.HTTPRequestEntityTooLarge:
             raise _OfferError(413, f"an offer is at most {MAX_OFFER_BYTES} bytes") from None
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past parsing
             raise _OfferError(400, "the body is not JSON") from None
         if not (
             isinstance(body, dict)
