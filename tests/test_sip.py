@@ -9,7 +9,9 @@ server takes one call at a time (``--max-sessions 1``) on the ``call`` profile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import jiwer
@@ -171,9 +173,12 @@ def test_only_the_allowed_networks_may_call():
     assert not SipOptions.parse("127.0.0.1:5060", []).admits("10.0.0.1")
 
 
-async def test_an_a_law_phone_is_answered_in_a_law_and_a_re_invite_keeps_its_call():
-    """A-law is what European trunks speak. A PBX refreshes a long call with a re-INVITE; left
-    unanswered, it would drop the call. The phone is aiosipua's own user agent, in-process."""
+@contextlib.asynccontextmanager
+async def in_process_phone() -> AsyncIterator[
+    tuple[SipUAC, tuple[str, int], list[int], ConversationPool]
+]:
+    """A server on the desktop profile and aiosipua's own user agent as the phone, in-process:
+    the phone's agent, the server's address, the final answers the phone got, the pool."""
     factory = await SessionFactory.load(load_profile("desktop"))
     pool = ConversationPool(1)
     port = free_udp_port()
@@ -187,28 +192,42 @@ async def test_an_a_law_phone_is_answered_in_a_law_and_a_re_invite_keeps_its_cal
     uac.handle_response = lambda r, a: (answers.append(r.status_code), handle(r, a))[1]
     await phone.start()
     try:
-        offer = build_sdp("127.0.0.1", free_udp_port(), 8, "PCMA")
-        agent = ("127.0.0.1", port)
-        call = uac.send_invite("sip:me@127.0.0.1", f"sip:agent@127.0.0.1:{port}", agent, offer)
-        await call.wait_answered()
-        assert answers.count(200) == 1 and pool.active == 1
-        assert call.sdp_answer is not None and call.sdp_answer.audio is not None
-        assert [c.encoding_name for c in call.sdp_answer.audio.codecs][0] == "PCMA"
-        uac.send_reinvite(call.dialog, offer, agent)
-        for _ in range(50):
-            if answers.count(200) == 2:
-                break
-            await asyncio.sleep(0.1)
-        assert answers.count(200) == 2, answers
-        assert pool.active == 1, "the call goes on"
-        call.hangup(uac)
-        for _ in range(50):
-            if not pool.active:
-                break
-            await asyncio.sleep(0.1)
-        assert not pool.active, "the caller's BYE ended it"
+        yield uac, ("127.0.0.1", port), answers, pool
     finally:
         await phone.stop()
         await pool.aclose()
         await server.aclose()
         await factory.aclose()
+
+
+async def until(done: Callable[[], bool]) -> bool:
+    for _ in range(50):
+        if done():
+            return True
+        await asyncio.sleep(0.1)
+    return done()
+
+
+async def test_an_a_law_phone_is_answered_in_a_law_and_a_re_invite_keeps_its_call():
+    """A-law is what European trunks speak. A PBX refreshes a long call with a re-INVITE; left
+    unanswered, it would drop the call."""
+    async with in_process_phone() as (uac, agent, answers, pool):
+        offer = build_sdp("127.0.0.1", free_udp_port(), 8, "PCMA")
+        call = uac.send_invite("sip:me@127.0.0.1", f"sip:agent@{agent[0]}:{agent[1]}", agent, offer)
+        await call.wait_answered()
+        assert answers.count(200) == 1 and pool.active == 1
+        assert call.sdp_answer is not None and call.sdp_answer.audio is not None
+        assert [c.encoding_name for c in call.sdp_answer.audio.codecs][0] == "PCMA"
+        uac.send_reinvite(call.dialog, offer, agent)
+        assert await until(lambda: answers.count(200) == 2), answers
+        assert pool.active == 1, "the call goes on"
+        call.hangup(uac)
+        assert await until(lambda: not pool.active), "the caller's BYE ended it"
+
+
+async def test_a_phone_offering_only_opus_is_told_488_and_holds_nothing():
+    async with in_process_phone() as (uac, agent, answers, pool):
+        offer = build_sdp("127.0.0.1", free_udp_port(), 111, "opus", sample_rate=48000)
+        uac.send_invite("sip:me@127.0.0.1", f"sip:agent@{agent[0]}:{agent[1]}", agent, offer)
+        assert await until(lambda: 488 in answers), answers
+        assert await until(lambda: not pool.active and not pool.status()["sessions_in_memory"])

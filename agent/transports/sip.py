@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aiortp import PortAllocator
-from aiosipua import IncomingCall, SipUAC, SipUAS
+from aiosipua import IncomingCall, SdpNegotiationError, SipUAC, SipUAS
 from aiosipua.rtp_bridge import CallSession
 from aiosipua.transport import UdpSipTransport
 
@@ -174,7 +174,7 @@ class SipServer:
             call.reject(486, "Busy Here")
         except CallAbandoned:
             logger.info("a call from %s was cancelled before the answer", call.caller)
-        except ValueError as e:  # an offer without G.711, or without an address
+        except (ValueError, SdpNegotiationError) as e:  # no G.711 offered, or no address
             logger.info("a call from %s was refused: %s", call.caller, e)
             call.reject(488, "Not Acceptable Here")
 
