@@ -8,7 +8,6 @@ import logging
 import math
 import os
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, NoReturn
 from audio import AudioDecodeError
 from tools.mqtt import MqttConfigError
 
+from . import logs
 from .engines import ENGINES
 from .engines.phi4mm.checkpoint import DEFAULT_MODEL, DEFAULT_REVISION
 from .models import ModelNotFoundError
@@ -39,29 +39,6 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
-class _OneLineFormatter(logging.Formatter):
-    """Library warnings stay, their tracebacks go (``--verbose`` brings them back)."""
-
-    def formatException(self, ei: object) -> str:  # noqa: N802 - logging's name
-        return ""
-
-
-def _configure_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    fmt = "%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s"
-    handler.setFormatter(logging.Formatter(fmt) if verbose else _OneLineFormatter(fmt))
-    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
-    logging.getLogger("voice_agent").setLevel(logging.INFO)
-    if not verbose:
-        # each adapter load after the first: expected, since Phi-4-MM carries two
-        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
-        logging.getLogger("livekit").setLevel(logging.ERROR)
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
 
 
 def _profile(args: argparse.Namespace) -> Profile:
@@ -236,6 +213,8 @@ def _worker(args: argparse.Namespace) -> int:
         ).checked()
     except WorkerConfigError as e:
         raise UsageError(str(e)) from None
+    if args.log_format == "json":
+        logs.leave_to_livekit()
     run_worker(profile, livekit)
     return 0
 
@@ -278,6 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
             "--turn-detector",
             choices=("smart-turn", "vad"),
             help="how the end of a turn is told (default: the profile's, smart-turn)",
+        )
+
+    def with_log_format(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--log-format",
+            choices=logs.LOG_FORMATS,
+            default="text",
+            help="json: one object a line with the conversation's id, for a log shipper "
+            "(a worker: LiveKit's own JSON lines on stdout, alone)",
         )
 
     run = commands.add_parser("run-file", help="answer a recorded conversation")
@@ -348,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="answer SIP calls from this network only (repeat; needed off loopback)",
     )
     serve.add_argument("--no-web", action="store_true", help="no page: SIP calls only")
+    with_log_format(serve)
     with_session_options(serve)
     serve.set_defaults(handler=_serve)
 
@@ -357,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--url", help="the server, ws://HOST:PORT (default $LIVEKIT_URL)")
     worker.add_argument("--api-key", help="default $LIVEKIT_API_KEY")
     worker.add_argument("--api-secret", help="default $LIVEKIT_API_SECRET")
+    with_log_format(worker)
     with_session_options(worker)
     worker.set_defaults(handler=_worker)
 
@@ -373,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging(args.verbose)
+    logs.configure(verbose=args.verbose, log_format=getattr(args, "log_format", "text"))
     try:
         return int(args.handler(args))
     except (UsageError, AudioDecodeError, ProfileError, ModelNotFoundError, MqttConfigError) as e:

@@ -126,7 +126,7 @@ class SessionControl:
     ) -> None:
         self._session = session
         self._greeting = greeting
-        self._call = call or CallSettings()
+        self.call = call or CallSettings()
         self._agent = agent
         self._bridge = bridge
         self._instructions = agent.instructions
@@ -151,8 +151,8 @@ class SessionControl:
         (commands that came earlier have waited in the bridge)."""
         if self._greeting:
             self._tasks.append(asyncio.create_task(self._greet(greet_after), name="greeting"))
-        if self._call.max_s:
-            self._tasks.append(asyncio.create_task(self._limit(self._call.max_s), name="limit"))
+        if self.call.max_s:
+            self._tasks.append(asyncio.create_task(self._limit(self.call.max_s), name="limit"))
         self._tasks.append(asyncio.create_task(self._speak(), name="announcements"))
         if self._bridge is not None:
             self._tasks.append(asyncio.create_task(self._obey(self._bridge), name="mqtt-commands"))
@@ -212,7 +212,7 @@ class SessionControl:
         await asyncio.sleep(max_s)
         logger.info("the conversation reached its limit of %g s", max_s)
         try:
-            await self._session.say(self._call.goodbye, allow_interruptions=False)
+            await self._session.say(self.call.goodbye, allow_interruptions=False)
         except RuntimeError:  # the session is closing anyway
             return
         self._session.shutdown(drain=True)

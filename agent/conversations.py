@@ -25,6 +25,7 @@ from livekit.agents.voice import io
 from audio import Timeline
 from audio.speaker import SpeakerOutput
 
+from . import logs, metrics
 from .control import ControlledSession
 from .events import EventLog
 from .signals import first_of
@@ -36,6 +37,9 @@ VOICE_LEAD_FRAMES = 3
 """Frames of the agent's voice queued for a call's clock: 60 ms, so barge-in stops it at once."""
 MIC_BACKLOG_FRAMES = 50
 """A second of the caller's audio the session has not taken yet; older frames are dropped."""
+CONNECT_TIMEOUT_S = 20.0
+"""From the answer to the caller's first audio: ICE that never completes (a client that
+vanished, an offer without usable candidates) or a phone that never ACKs ends here."""
 
 
 class CallerAudio(io.AudioInput):
@@ -47,6 +51,21 @@ class CallerAudio(io.AudioInput):
         """Set at the first frame: the media path works, so the agent may speak."""
         self.ended = asyncio.Event()
         """Set when the caller's side stops sending for good."""
+        self._last_heard: float | None = None
+
+    def heard(self) -> None:
+        """Audio came from the caller."""
+        self._last_heard = time.monotonic()
+        self.flowing.set()
+
+    async def silent_for(self, timeout_s: float) -> None:
+        """Returns once the caller has sent nothing for ``timeout_s`` (for
+        ``CONNECT_TIMEOUT_S`` before the first audio): a caller gone without a word."""
+        deadline = time.monotonic() + CONNECT_TIMEOUT_S
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(left)
+            if self._last_heard is not None:
+                deadline = self._last_heard + timeout_s
 
     async def aclose(self) -> None:
         """Stop taking audio."""
@@ -84,14 +103,29 @@ async def hold(
     if log_dir is not None:
         (log_dir / conversation_id).mkdir(parents=True, exist_ok=True)
         path = log_dir / conversation_id / "events.jsonl"
-    log = EventLog(path, Timeline(), echo=None, on_record=on_record)
+
+    def record(fields: dict[str, Any]) -> None:
+        metrics.observe(fields)
+        if on_record is not None:
+            on_record(fields)
+
+    log = EventLog(path, Timeline(), echo=None, on_record=record)
     log.attach(session, media.speaker)
     closed = asyncio.Event()
     session.on("close", lambda _: closed.set())
+    media_timeout_s = controlled.control.call.media_timeout_s
+
+    async def gone_silent() -> None:
+        await media.mic.silent_for(media_timeout_s)
+        message = "no audio from the caller in time: the conversation ends"
+        logger.info("conversation %s: %s", conversation_id, message)
+        log.write("error", source="media", message=message)
+
     try:
         await session.start(controlled.agent, record=False)
         controlled.control.start(greet_after=media.mic.flowing.wait)
-        await first_of(closed.wait(), media.mic.ended.wait(), *(e.wait() for e in media.ended))
+        ended = (e.wait() for e in (closed, media.mic.ended, *media.ended))
+        await first_of(gone_silent(), *ended)
     finally:
         try:
             await asyncio.wait_for(session.aclose(), CLOSE_TIMEOUT_S)
@@ -113,6 +147,7 @@ class ConversationPool:
 
     def __init__(self, max_sessions: int) -> None:
         self.max_sessions = max_sessions
+        metrics.count_active(lambda: self.active)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._held: weakref.WeakSet[AgentSession] = weakref.WeakSet()
         """Every session not yet freed: finished ones must leave it."""
@@ -146,13 +181,15 @@ class ConversationPool:
     def joined(self, session: AgentSession) -> None:
         self._held.add(session)
 
-    def run(self, conversation_id: str, conversation: Awaitable[None]) -> None:
+    def run(self, conversation_id: str, conversation: Awaitable[None], *, transport: str) -> None:
         """Hold ``conversation`` until it ends; its place is free again then."""
+        metrics.STARTED.labels(transport).inc()
         task = asyncio.create_task(self._run(conversation_id, conversation))
         task.set_name(f"conversation-{conversation_id}")
         self._running[conversation_id] = task
 
     async def _run(self, conversation_id: str, conversation: Awaitable[None]) -> None:
+        logs.conversation_id.set(conversation_id)  # this task's lines, and its children's
         logger.info("conversation %s started (%d running)", conversation_id, self.active)
         try:
             await conversation

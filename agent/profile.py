@@ -149,6 +149,9 @@ class CallSettings(_Section):
     max_s: float = Field(0, ge=0, le=24 * 3600)
     """A conversation's longest: then ``goodbye`` is said and the call hung up (0 = none)."""
     goodbye: str = "I have to end the call now. Goodbye."
+    media_timeout_s: float = Field(30, ge=5, le=3600)
+    """A caller who sends no audio this long (a vanished browser, a phone gone silent without
+    BYE, silence suppression past it) is hung up."""
     transfer_to: str = ""
     """Where ``transfer_call`` sends a phone caller: a SIP URI, or a number dialled at the
     host the call came from ("" = no transfers)."""

@@ -22,7 +22,9 @@ from typing import Any
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaBlackhole
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from . import metrics, telemetry
 from .control import ControlledSession
 from .conversations import CallMedia, ConversationPool, PoolFull, hold
 from .engines import ENGINES
@@ -35,6 +37,7 @@ from .transports.webrtc import (
     WebRTCAudioOutput,
     WebRTCVideoInput,
     hear_promptly,
+    without_unusable_candidates,
 )
 
 logger = logging.getLogger("voice_agent")
@@ -109,9 +112,12 @@ def _is_loopback(host: str) -> bool:
 
 
 class _OfferError(Exception):
+    REASONS = {400: "bad_offer", 401: "unauthorized", 413: "too_large"}
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+        self.reason = self.REASONS[status]
 
 
 class WebConversation:
@@ -187,6 +193,7 @@ class VoiceServer:
         self.app.router.add_get("/", self._page)
         self.app.router.add_post("/offer", self._offer)
         self.app.router.add_get("/status", self._status)
+        self.app.router.add_get("/metrics", self._metrics)
 
     def _authorized(self, given: str) -> bool:
         # a header's bytes that are not text arrive as surrogates: compared as they came
@@ -199,10 +206,22 @@ class VoiceServer:
             return web.Response(status=401, text="a token is needed: open /?token=…\n")
         return web.Response(text=self._page_html, content_type="text/html")
 
+    def _reader_authorized(self, request: web.Request) -> bool:
+        """A monitor's token: ``?token=`` or ``Authorization: Bearer`` (Prometheus' own)."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token:
+            return self._authorized(token)
+        return self._authorized(request.query.get("token", ""))
+
     async def _status(self, request: web.Request) -> web.Response:
-        if not self._authorized(request.query.get("token", "")):
+        if not self._reader_authorized(request):
             return web.json_response({"error": "a token is needed"}, status=401)
         return web.json_response(self._pool.status())
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        if not self._reader_authorized(request):
+            return web.json_response({"error": "a token is needed"}, status=401)
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _offer(self, request: web.Request) -> web.Response:
         try:
@@ -210,8 +229,10 @@ class VoiceServer:
             with self._pool.place():
                 answer, conversation_id = await self._pool.answer(self._answer(body))
         except PoolFull as e:
+            metrics.REFUSED.labels("web", "full").inc()
             return web.json_response({"error": str(e)}, status=503)
         except _OfferError as e:
+            metrics.REFUSED.labels("web", e.reason).inc()
             return web.json_response({"error": str(e)}, status=e.status)
         return web.json_response({**answer, "session_id": conversation_id})
 
@@ -243,7 +264,8 @@ class VoiceServer:
         sees = ENGINES[self._factory.profile.engine].sees
         conversation = WebConversation(conversation_id, controlled, pc, sees=sees)
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(body["sdp"], "offer"))
+            offer = without_unusable_candidates(body["sdp"])
+            await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
             if conversation.mic is None:
                 raise _OfferError(400, "the offer has no audio track (the microphone)")
             pc.addTrack(conversation.voice)
@@ -254,7 +276,7 @@ class VoiceServer:
             if isinstance(e, _OfferError):
                 raise
             raise _OfferError(400, f"not a usable SDP offer: {e}") from None
-        self._pool.run(conversation.id, conversation.run(self._options.log_dir))
+        self._pool.run(conversation.id, conversation.run(self._options.log_dir), transport="web")
         description = pc.localDescription
         return {"sdp": description.sdp, "type": description.type}, conversation.id
 
@@ -262,6 +284,7 @@ class VoiceServer:
 async def serve(factory: SessionFactory, options: ServeOptions, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set: the page, SIP calls, or both, from one pool of sessions."""
     pool = ConversationPool(options.max_sessions)
+    spans = telemetry.export_spans()
     runner: web.AppRunner | None = None
     sip: SipServer | None = None
     try:
@@ -289,3 +312,5 @@ async def serve(factory: SessionFactory, options: ServeOptions, stop: asyncio.Ev
             await sip.aclose()
         if runner is not None:
             await runner.cleanup()
+        if spans is not None:
+            spans.shutdown()  # the last conversations' spans go out

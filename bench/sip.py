@@ -36,7 +36,8 @@ sys.path.insert(0, str(REPO))
 from agent.conversations import ConversationPool  # noqa: E402
 from agent.profile import load_profile  # noqa: E402
 from agent.session import SessionFactory  # noqa: E402
-from agent.transports.sip import SipOptions, SipServer, UdpTransport  # noqa: E402
+from agent.transports.sip import SipOptions, SipServer  # noqa: E402
+from agent.transports.sip_wire import UdpTransport  # noqa: E402
 from audio.pcm import resample  # noqa: E402
 from bench.webrtc import RATE, VOICED_DBFS, dbfs, file_round, question  # noqa: E402
 from tests.conftest import free_udp_port  # noqa: E402

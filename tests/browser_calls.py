@@ -36,9 +36,9 @@ SEEING_PORT = 8766
 LEAD_IN_S = 2.0
 """Silence before the question: the call connects while the microphone already plays."""
 REPLY_TIMEOUT_MS = 90_000
-DROP_DETECTED_S = 60
-"""A browser that vanishes sends nothing: the server learns it from ICE consent checks, which
-expire after about 30 s (RFC 7675)."""
+DROP_DETECTED_S = 40
+"""A browser that vanishes sends nothing: the server hangs up after the profile's
+``[call] media_timeout_s`` (30 s) without its audio."""
 CHROMIUM_FLAGS = [
     "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",

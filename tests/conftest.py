@@ -96,11 +96,15 @@ def voice_agent(
     )
 
 
-def start_serve(*args: str, stderr: Any = subprocess.DEVNULL) -> subprocess.Popen[str]:
-    """``voice-agent serve ARGS``, returned once it says where it serves (that line checked)."""
+def start_serve(
+    *args: str, stderr: Any = subprocess.DEVNULL, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """``voice-agent serve ARGS``, returned once it says where it serves (that line checked);
+    ``env`` is added to this process's environment."""
     server = subprocess.Popen(
         [sys.executable, "-m", "agent.cli", "serve", *args],
         cwd=REPO,
+        env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=stderr,
         text=True,

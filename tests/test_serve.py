@@ -7,8 +7,6 @@ run of that script serves every test here that needs a browser.
 
 from __future__ import annotations
 
-import http.client
-import json
 import shutil
 import ssl
 import subprocess
@@ -96,7 +94,7 @@ def test_the_agent_ending_the_conversation_ends_the_call(calls):
     assert calls["logs"][page["sessionId"]][-1]["type"] == "summary"
 
 
-def test_a_browser_that_vanishes_ends_its_session_within_a_minute(calls):
+def test_a_browser_that_vanishes_ends_its_session_within_40_s(calls):
     assert calls["dropped_ended"], "the server noticed the silent browser"
     assert calls["sessions_freed_after_drop"], "and freed its session"
     assert calls["logs"][calls["dropped_session"]][-1]["type"] == "summary"
@@ -178,40 +176,3 @@ def test_https_with_a_token_refuses_clients_without_it(tmp_path):
     finally:
         server.terminate()
         assert server.wait(timeout=30) == 0
-
-
-def test_odd_and_hostile_requests_get_a_json_4xx_and_leave_no_traceback(tmp_path):
-    """An Authorization header in lower case (RFC 7235) is read; one without its scheme, or
-    whose bytes are not text, is refused; a charset that does not exist, JSON nested 30,000
-    deep and a body that is not UTF-8 are a 400, and the server logs no exception for any."""
-    port = free_port()
-    log = tmp_path / "serve.log"
-    with log.open("w") as stderr:
-        server = start_serve("--port", str(port), "--token", "s3cret", stderr=stderr)
-    try:
-
-        def answer(headers: dict[str, str | bytes], body: bytes = b"{}") -> tuple[int, Any]:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            connection.putrequest("POST", "/offer")
-            for name, value in {"Content-Length": str(len(body)), **headers}.items():
-                connection.putheader(name, value)
-            connection.endheaders(body)
-            response = connection.getresponse()
-            status, text = response.status, response.read()
-            connection.close()
-            return status, json.loads(text)
-
-        token = {"Authorization": "Bearer s3cret"}
-        assert answer({"Authorization": "bearer s3cret"})[0] == 400, "past the token"
-        assert answer({"Authorization": "s3cret"})[0] == 401, "a token needs its scheme"
-        assert answer({"Authorization": b"Bearer s3cr\xff\xfe"})[0] == 401
-        odd_charset = {**token, "Content-Type": "application/json; charset=bogus"}
-        assert answer(odd_charset)[0] == 400, "read as JSON, which is UTF-8: the wrong shape"
-        status, body = answer(token, b"[" * 30_000 + b"]" * 30_000)
-        assert status == 400 and body["error"] == "the body is not JSON"
-        assert answer(token, b'{"sdp": "\xff", "type": "offer"}')[0] == 400
-    finally:
-        server.terminate()
-        assert server.wait(timeout=30) == 0
-    logged = log.read_text()
-    assert "Traceback" not in logged and "Error handling request" not in logged, logged

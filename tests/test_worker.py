@@ -10,6 +10,7 @@ the console test starts (tests/test_cli.py).
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -93,8 +94,9 @@ def test_the_worker_registers_with_the_server_and_loads_the_models_once():
                 sys.executable,
                 "-m",
                 "agent.cli",
-                "-v",
                 "worker",
+                "--log-format",
+                "json",
                 "--url",
                 f"ws://127.0.0.1:{server.port}",
                 "--api-key",
@@ -103,7 +105,7 @@ def test_the_worker_registers_with_the_server_and_loads_the_models_once():
                 "secret",
             ],
             cwd=REPO,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -117,5 +119,9 @@ def test_the_worker_registers_with_the_server_and_loads_the_models_once():
             assert claims["iss"] == "devkey", "the worker signs with the given key"
         finally:
             worker.send_signal(signal.SIGINT)
-            _, stderr = worker.communicate(timeout=120)
-    assert stderr.count("loading language model") == 1, "one job process, one load"
+            stdout, stderr = worker.communicate(timeout=120)
+    lines = [json.loads(line) for line in stdout.splitlines()]  # LiveKit's JSON, alone
+    loads = [line for line in lines if line["message"].startswith("loading language model")]
+    assert len(loads) == 1, "one job process, one load"
+    assert loads[0]["name"] == "voice_agent" and "conversation_id" in loads[0]
+    assert "loading" not in stderr, "no second copy of the log in text"

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from livekit.agents import AgentServer, JobContext, JobProcess, cli
 
+from .. import logs, telemetry
 from ..control import ControlledSession
 from ..profile import Profile
 from ..session import SessionFactory
@@ -61,7 +62,9 @@ class LiveKitServer:
 
 def load_models(profile: Profile, camera: str | None, proc: JobProcess) -> None:
     """A job process's setup: the models, loaded on a loop of their own (LiveKit calls this
-    from inside its own)."""
+    from inside its own); spans go to an OTLP collector if one is configured."""
+    logs.tag_records()
+    telemetry.export_spans()
     with ThreadPoolExecutor(max_workers=1) as loader:
         proc.userdata[FACTORY] = loader.submit(asyncio.run, SessionFactory.load(profile)).result()
     proc.userdata[CAMERA] = camera
@@ -81,6 +84,7 @@ def agent_server(profile: Profile, *, camera: str | None = None, **options: Any)
 async def join_room(ctx: JobContext) -> None:
     """A job: a session of its own in the room, over the process's models (module-level, so
     that LiveKit can hand it to its job processes)."""
+    logs.conversation_id.set(ctx.room.name)
     controlled = await ControlledSession.join(ctx.proc.userdata[FACTORY], ctx.room.name)
     ctx.add_shutdown_callback(controlled.aclose)
     if camera := ctx.proc.userdata.get(CAMERA):

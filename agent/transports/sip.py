@@ -13,17 +13,17 @@ import logging
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from aiortp import PortAllocator
-from aiosipua import IncomingCall, SdpNegotiationError, SipUAC, SipUAS
+from aiosipua import IncomingCall, SdpNegotiationError, SipUAC
 from aiosipua.rtp_bridge import CallSession
-from aiosipua.transport import UdpSipTransport
 
+from .. import metrics
 from ..control import ControlledSession
 from ..conversations import ConversationPool, PoolFull
 from ..session import SessionFactory
 from .sip_call import PhoneCall
+from .sip_wire import GuardedUAS, UdpTransport
 
 logger = logging.getLogger("voice_agent")
 
@@ -108,11 +108,12 @@ class SipServer:
         self._answering: set[asyncio.Task[None]] = set()
         self._transport = UdpTransport(local_addr=(options.host, options.port))
         self._uac = SipUAC(self._transport)
-        self._uas = SipUAS(self._transport, user_agent="voice-agent", uac=self._uac)
+        self._uas = GuardedUAS(self._transport, user_agent="voice-agent", uac=self._uac)
         self._uas.on_transfer_progress = self._transfer_progress
         self._uas.on_invite = self._on_invite
         self._uas.on_bye = lambda call, _request: self._hung_up(call.call_id)
         self._uas.on_cancel = lambda request, _addr: self._hung_up(request.call_id or "")
+        self._uas.on_ack_timeout = self._unacknowledged
         self._uas.on_reinvite = self._reinvited
 
     @property
@@ -139,13 +140,20 @@ class SipServer:
         caller = call.source_addr[0]
         if not self._options.admits(caller):
             logger.warning("a call from %s was refused: not in --sip-allow", caller)
+            metrics.SIP_CALLS.labels("forbidden").inc()
             call.reject(403, "Forbidden")
-        elif call.sdp_offer is None or call.sdp_offer.audio is None:
+        elif call.sdp_offer is None or (audio := call.sdp_offer.audio) is None or not audio.port:
+            metrics.SIP_CALLS.labels("not_acceptable").inc()
             call.reject(488, "Not Acceptable Here")
         else:
             task = asyncio.create_task(self._answer(call), name=f"sip-answer-{call.call_id}")
             self._answering.add(task)
             task.add_done_callback(self._answering.discard)
+
+    def _unacknowledged(self, call: IncomingCall) -> None:
+        """The caller never confirmed the answer (RFC 3261 §13.3.1.4): the call is over."""
+        metrics.SIP_CALLS.labels("unacknowledged").inc()
+        self._hung_up(call.call_id)
 
     def _hung_up(self, call_id: str) -> None:
         if (phone := self._calls.get(call_id)) is not None:
@@ -171,11 +179,15 @@ class SipServer:
                 await self._pool.answer(self._connect(call))
         except PoolFull:
             logger.info("a call from %s was answered busy: the server is full", call.caller)
+            metrics.SIP_CALLS.labels("busy").inc()
+            metrics.REFUSED.labels("sip", "full").inc()
             call.reject(486, "Busy Here")
         except CallAbandoned:
             logger.info("a call from %s was cancelled before the answer", call.caller)
+            metrics.SIP_CALLS.labels("cancelled").inc()
         except (ValueError, SdpNegotiationError) as e:  # no G.711 offered, or no address
             logger.info("a call from %s was refused: %s", call.caller, e)
+            metrics.SIP_CALLS.labels("not_acceptable").inc()
             call.reject(488, "Not Acceptable Here")
 
     async def _connect(self, call: IncomingCall) -> None:
@@ -216,7 +228,8 @@ class SipServer:
             await self._end(phone)
             raise
         logger.info("answered a call from %s as %s", call.caller, phone.id)
-        self._pool.run(phone.id, self._converse(phone, controlled))
+        metrics.SIP_CALLS.labels("answered").inc()
+        self._pool.run(phone.id, self._converse(phone, controlled), transport="sip")
 
     async def _converse(self, phone: PhoneCall, controlled: ControlledSession) -> None:
         try:
@@ -228,26 +241,3 @@ class SipServer:
         self._calls.pop(phone.call.call_id, None)
         await phone.rtp.close()
         await self._ports.release(phone.rtp_port)
-
-
-class UdpTransport(UdpSipTransport):
-    """aiosipua's UDP transport, without the type check that Python 3.11's own datagram
-    transport fails (it is not a subclass of ``asyncio.DatagramTransport`` before 3.12)."""
-
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Receiver(self), local_addr=self.local_addr
-        )
-        self._udp_transport = transport
-
-
-class _Receiver(asyncio.DatagramProtocol):
-    def __init__(self, owner: UdpSipTransport) -> None:
-        self._owner = owner
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self._owner._dispatch(data, (str(addr[0]), int(addr[1])))
-
-    def error_received(self, exc: Exception) -> None:
-        logger.debug("SIP transport: %s", exc)

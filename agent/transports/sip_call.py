@@ -54,7 +54,7 @@ class SipAudioInput(CallerAudio):
 
     def take(self, pcm: bytes, rate: int) -> None:
         self._frames.append(rtc.AudioFrame(pcm, rate, 1, len(pcm) // 2))
-        self.flowing.set()
+        self.heard()
         self._arrived.set()
 
     def end(self) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCRtpReceiver
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
+from aiortc.sdp import candidate_from_sdp
 from livekit import rtc
 from livekit.agents.voice import io
 
@@ -44,6 +45,22 @@ MAX_VIDEO_FPS = 5
 MIC_JITTER_CAPACITY = 16
 """aiortc's own capacity for audio (packets): only how long it waits before a frame goes out
 is changed below."""
+
+
+def without_unusable_candidates(sdp: str) -> str:
+    """``sdp`` less the ICE candidates no packet can reach (a port past 65535, a line that is
+    not a candidate): aioice would try them, and its socket would close on the first send."""
+
+    def usable(line: str) -> bool:
+        if not line.startswith("a=candidate:"):
+            return True
+        try:
+            candidate = candidate_from_sdp(line.removeprefix("a=candidate:"))
+        except (ValueError, AssertionError, IndexError):
+            return False
+        return 0 < candidate.port <= 65535
+
+    return "".join(line for line in sdp.splitlines(keepends=True) if usable(line))
 
 
 def hear_promptly(receiver: RTCRtpReceiver) -> None:
@@ -161,7 +178,7 @@ class WebRTCAudioInput(CallerAudio):
     def _take(self, frame: av.AudioFrame) -> None:
         for mono in self._resampler.resample(frame):
             self._frames.append(samples_to_frame(mono.to_ndarray()[0], MIC_RATE))
-        self.flowing.set()
+        self.heard()
 
     async def __anext__(self) -> rtc.AudioFrame:
         if not await self._drain.until(lambda: bool(self._frames)):
