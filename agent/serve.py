@@ -265,6 +265,8 @@ class VoiceServer:
         conversation = WebConversation(conversation_id, controlled, pc, sees=sees)
         try:
             offer = without_unusable_candidates(body["sdp"])
+            if "a=fingerprint:" not in offer:  # aiortc would answer, and DTLS never complete
+                raise _OfferError(400, "the offer has no DTLS fingerprint (a=fingerprint)")
             await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
             if conversation.mic is None:
                 raise _OfferError(400, "the offer has no audio track (the microphone)")
