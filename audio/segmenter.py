@@ -8,6 +8,12 @@ the quietest window of the last few seconds (minimum statistics), so steady nois
 speech, not even at the start of a stream. webrtcvad itself hears little below -45 dBFS, so it
 judges quiet speech amplified. A long utterance is cut into pieces that a recognizer with a 30 s
 window hears whole, none of its audio lost.
+
+The windows are judged on a copy cleaned by WebRTC's own audio processing (LiveKit's
+``AudioProcessingModule``): its high-pass filter removes a cheap microphone's DC offset (half
+full scale hid every word), and its suppressor steady noise (white noise 5 dB below the speaker
+hid a third of JFK's words; ``bench/vad.py``). The audio handed on is the input, untouched: the
+recognizer copes with an offset and noise better than with a suppressor's artefacts.
 """
 
 from __future__ import annotations
@@ -18,8 +24,14 @@ from typing import Literal
 
 import numpy as np
 import webrtcvad
+from livekit import rtc
 
 VAD_SAMPLE_RATE = 16000
+APM_CHUNK = VAD_SAMPLE_RATE // 100
+"""WebRTC's audio processing takes 10 ms at a time."""
+DENOISER_WARMUP_CHUNKS = 100
+"""The suppressor learns the room over its first second, and takes a word said in it for
+noise: until then the windows are judged as kept."""
 _GAIN_RELEASE_DB_PER_S = 1.0  # how fast the gain for quiet speech comes back after loud speech
 
 
@@ -61,6 +73,10 @@ class SegmenterOptions:
     window (Whisper) hears all of a long monologue, in pieces."""
     max_utterance_s: float = 30.0
     """An utterance is cut here even without a pause: no piece carries more audio."""
+    high_pass: bool = True
+    """Judge speech without the DC offset (and rumble below ~80 Hz)."""
+    denoise: bool = True
+    """Judge speech with steady noise suppressed."""
 
     def __post_init__(self) -> None:
         if self.aggressiveness not in (0, 1, 2, 3):
@@ -112,7 +128,8 @@ class SpeechSegmenter:
 
     def reset(self) -> None:
         # durations are counted in windows: integer bookkeeping keeps the hot loop cheap
-        self._pending = b""
+        self._cleaner = _Cleaner(high_pass=self.opts.high_pass, denoise=self.opts.denoise)
+        self._pending = self._pending_judged = b""
         self._preroll: deque[bytes] = deque(
             maxlen=max(1, round(self.opts.padding_s / self.window_s))
         )
@@ -129,13 +146,14 @@ class SpeechSegmenter:
 
     def feed(self, audio: bytes) -> list[Transition]:
         """Judge every complete window; the remainder waits for the next call."""
+        judged = self._pending_judged + self._cleaner.clean(audio)
         audio = self._pending + audio
         size = self.window * 2
-        count = len(audio) // size
-        self._pending = audio[count * size :]
+        count = len(judged) // size  # the cleaner holds back less than 10 ms
+        self._pending, self._pending_judged = audio[count * size :], judged[count * size :]
         if not count:
             return []
-        frames = np.frombuffer(audio, dtype=np.int16, count=count * self.window).reshape(count, -1)
+        frames = np.frombuffer(judged, dtype=np.int16, count=count * self.window).reshape(count, -1)
         powers = np.square(frames, dtype=np.float32).mean(axis=1).tolist()
         is_speech = self._detector.is_speech
         transitions: list[Transition] = []
@@ -145,8 +163,8 @@ class SpeechSegmenter:
             if salient:
                 # amplified no louder than the target: clipped, any window sounds like noise
                 gain = (self._target_power / max(self._speech_power, powers[i])) ** 0.5
-                judged = window if gain <= 1 else _amplified(frames[i], gain)
-                if voiced := is_speech(judged, VAD_SAMPLE_RATE):
+                heard = frames[i].tobytes() if gain <= 1 else _amplified(frames[i], gain)
+                if voiced := is_speech(heard, VAD_SAMPLE_RATE):
                     self._speech_power = max(self._speech_power, powers[i])
             self._speech_power = max(self._speech_power * self._release, self._quiet_power)
             self._advance(window, voiced, transitions)
@@ -227,6 +245,43 @@ class SpeechSegmenter:
             self.speech_w = 0
             self.silence_w = 0
         return transition
+
+
+class _Cleaner:
+    """The audio as the VAD judges it, 10 ms at a time (a remainder waits for the next call):
+    high-passed, then denoised, as the options say."""
+
+    def __init__(self, *, high_pass: bool, denoise: bool) -> None:
+        self._pending = b""
+        self._chunks = 0
+        apm = rtc.AudioProcessingModule
+        self._high_pass = apm(high_pass_filter=True) if high_pass else None
+        self._denoiser = apm(noise_suppression=True) if denoise else None
+
+    def clean(self, audio: bytes) -> bytes:
+        if self._high_pass is None and self._denoiser is None:
+            return audio
+        audio = self._pending + audio
+        whole = len(audio) // (APM_CHUNK * 2) * APM_CHUNK * 2
+        audio, self._pending = audio[:whole], audio[whole:]
+        audio = _processed(self._high_pass, audio)
+        cleaned = _processed(self._denoiser, audio)
+        if self._chunks < DENOISER_WARMUP_CHUNKS:  # until the suppressor knows the room
+            warm = (DENOISER_WARMUP_CHUNKS - self._chunks) * APM_CHUNK * 2
+            cleaned = audio[:warm] + cleaned[warm:]
+        self._chunks += whole // (APM_CHUNK * 2)
+        return cleaned
+
+
+def _processed(apm: rtc.AudioProcessingModule | None, audio: bytes) -> bytes:
+    if apm is None:
+        return audio
+    out = bytearray()
+    for start in range(0, len(audio), APM_CHUNK * 2):
+        frame = rtc.AudioFrame(audio[start : start + APM_CHUNK * 2], VAD_SAMPLE_RATE, 1, APM_CHUNK)
+        apm.process_stream(frame)  # in place
+        out += frame.data.tobytes()
+    return bytes(out)
 
 
 def _power(dbfs: float) -> float:
