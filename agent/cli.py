@@ -335,7 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="answer SIP calls from this network only (repeat; needed off loopback)",
     )
-    serve.add_argument("--no-web", action="store_true", help="no page: SIP calls only")
+    serve.add_argument(
+        "--no-web", action="store_true", help="no page: SIP calls only (/status and /metrics stay)"
+    )
     with_log_format(serve)
     with_session_options(serve)
     serve.set_defaults(handler=_serve)

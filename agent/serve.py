@@ -60,7 +60,8 @@ class ServeOptions:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     web: bool = True
-    """Serve the page and its WebRTC offers."""
+    """Serve the page and its WebRTC offers (``/status`` and ``/metrics`` are served either
+    way: a phone-only server is watched too)."""
     sip: SipOptions | None = None
     """Also (or only) answer phone calls over SIP."""
 
@@ -68,10 +69,11 @@ class ServeOptions:
         """Refuse what would expose a microphone to the network without a token."""
         if not self.web and self.sip is None:
             raise ServeConfigError("--no-web needs --sip HOST:PORT: nothing would be served")
-        if self.web and not _is_loopback(self.host) and not self.token:
+        if not _is_loopback(self.host) and not self.token:
+            reach = "talk to the agent" if self.web else "read its figures"
             raise ServeConfigError(
                 f"serving on {self.host} needs a token (--token or VOICE_AGENT_TOKEN): "
-                "anyone who reaches the port could talk to the agent"
+                f"anyone who reaches the port could {reach}"
             )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ServeConfigError("give both --tls-cert and --tls-key, or neither")
@@ -190,8 +192,9 @@ class VoiceServer:
         self._pool = pool
         self._page_html = resources.files("agent").joinpath("web/index.html").read_text("utf-8")
         self.app = web.Application(client_max_size=MAX_OFFER_BYTES)
-        self.app.router.add_get("/", self._page)
-        self.app.router.add_post("/offer", self._offer)
+        if options.web:
+            self.app.router.add_get("/", self._page)
+            self.app.router.add_post("/offer", self._offer)
         self.app.router.add_get("/status", self._status)
         self.app.router.add_get("/metrics", self._metrics)
 
@@ -284,25 +287,23 @@ class VoiceServer:
 
 
 async def serve(factory: SessionFactory, options: ServeOptions, stop: asyncio.Event) -> None:
-    """Serve until ``stop`` is set: the page, SIP calls, or both, from one pool of sessions."""
+    """Serve until ``stop`` is set: the page, SIP calls, or both, from one pool of sessions,
+    and the figures of either."""
     pool = ConversationPool(options.max_sessions)
     spans = telemetry.export_spans()
-    runner: web.AppRunner | None = None
+    runner = web.AppRunner(VoiceServer(factory, options, pool).app, access_log=None)
     sip: SipServer | None = None
     try:
-        if options.web:
-            runner = web.AppRunner(VoiceServer(factory, options, pool).app, access_log=None)
-            await runner.setup()
-            site = web.TCPSite(
-                runner, options.host, options.port, ssl_context=options.ssl_context()
-            )
-            try:
-                await site.start()
-            except OSError as e:
-                raise ServeConfigError(
-                    f"cannot listen on {options.host}:{options.port}: {e.strerror or e}"
-                ) from None
-            print(f"serving on {options.url} — open it in a browser", flush=True)
+        await runner.setup()
+        site = web.TCPSite(runner, options.host, options.port, ssl_context=options.ssl_context())
+        try:
+            await site.start()
+        except OSError as e:
+            raise ServeConfigError(
+                f"cannot listen on {options.host}:{options.port}: {e.strerror or e}"
+            ) from None
+        what = "open it in a browser" if options.web else "/status and /metrics only"
+        print(f"serving on {options.url} — {what}", flush=True)
         if options.sip is not None:
             sip = SipServer(factory, options.sip, pool, options.log_dir)
             await sip.start()
@@ -312,7 +313,6 @@ async def serve(factory: SessionFactory, options: ServeOptions, stop: asyncio.Ev
         await pool.aclose()
         if sip is not None:
             await sip.aclose()
-        if runner is not None:
-            await runner.cleanup()
+        await runner.cleanup()
         if spans is not None:
             spans.shutdown()  # the last conversations' spans go out

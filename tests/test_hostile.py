@@ -78,6 +78,28 @@ class SpanCollector:
         self._server.shutdown()
 
 
+def get(port: int, path: str, **headers: str) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", path, headers=headers)
+    response = connection.getresponse()
+    result = response.status, response.read()
+    connection.close()
+    return result
+
+
+def post_offer(port: int, sdp_text: str) -> int:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/offer",
+        data=json.dumps({"sdp": sdp_text, "type": "offer"}).encode(),
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
 @dataclass
 class Serve:
     port: int
@@ -90,12 +112,7 @@ class Serve:
     """What one test leaves for the later ones."""
 
     def get(self, path: str, **headers: str) -> tuple[int, bytes]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        connection.request("GET", path, headers=headers)
-        response = connection.getresponse()
-        result = response.status, response.read()
-        connection.close()
-        return result
+        return get(self.port, path, **headers)
 
     def status(self) -> dict[str, Any]:
         code, body = self.get(f"/status?token={TOKEN}")
@@ -104,16 +121,7 @@ class Serve:
         return result
 
     def offer(self, sdp_text: str) -> int:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/offer",
-            data=json.dumps({"sdp": sdp_text, "type": "offer"}).encode(),
-            headers={"Authorization": f"Bearer {TOKEN}"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=15) as response:
-                return int(response.status)
-        except urllib.error.HTTPError as e:
-            return e.code
+        return post_offer(self.port, sdp_text)
 
     def records(self) -> dict[str, list[dict[str, Any]]]:
         return {
@@ -452,3 +460,19 @@ def test_livekits_spans_reached_the_collector(serve):
     assert {"agent_session", "user_turn", "llm_node"} <= set(serve.collector.spans), set(
         serve.collector.spans
     )
+
+
+def test_a_phone_only_server_is_watched_too():
+    """``--no-web``: no page and no offers, but ``/status`` and ``/metrics`` on its port."""
+    port = free_port()
+    server = start_serve(
+        "--no-web", "--port", str(port), "--sip", f"127.0.0.1:{free_udp_port()}"
+    )  # fmt: skip
+    try:
+        assert get(port, "/")[0] == 404 and post_offer(port, "v=0") == 404
+        assert json.loads(get(port, "/status")[1])["sessions"] == 0
+        code, text = get(port, "/metrics")
+        assert code == 200 and b"voice_agent_conversations_active 0.0" in text
+    finally:
+        server.terminate()
+        assert server.wait(timeout=30) == 0
