@@ -32,7 +32,7 @@ RECITAL_WORDS = 6
 come up in honest answers ("the current time or date")."""
 REPEAT_MIN_WORDS = 5
 """An earlier reply this long, said again from its start, is a loop; a short one ("You're
-welcome!") may well come twice."""
+welcome!") may well come twice, unless it gives a number (see ``RepeatGuard``)."""
 WORD = re.compile(r"\w+(?:['’]\w+)*")
 NUMBER = re.compile(r"\d+")
 T = TypeVar("T")
@@ -58,13 +58,15 @@ class RepeatGuard:
 
     Numbers count as the same whatever they are: asked something it could not place, the
     0.5B model answered "It is 16:09 UTC, on Sunday 06 December 2026." in the clock's words
-    a minute after the clock had said them, a time it made up."""
+    a minute after the clock had said them, a time it made up. A short reply with a number
+    counts too: the calculator's "That makes 391." came back as "That makes 16.66666667." to
+    "What comes next: two, four, six, eight?", a sum in the tool's words that no tool did."""
 
     def __init__(self, earlier: Sequence[str]) -> None:
         self._earlier = {
             tuple(words): text
             for text in earlier
-            if len(words := _shapes(_words(text))) >= REPEAT_MIN_WORDS
+            if len(words := _shapes(_words(text))) >= REPEAT_MIN_WORDS or "#" in words
         }
         self._held = ""
 

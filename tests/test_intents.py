@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from livekit.agents import llm
 
 from agent.control import ControlledSession
-from agent.engines.lite.intents import LocalIntents
+from agent.engines.lite.intents import LocalIntents, last_result
 from agent.profile import load_profile
 from agent.session import SessionFactory
 from agent.transports.file import play_conversation
@@ -88,6 +89,32 @@ def test_anything_else_is_left_to_the_model(intents, said):
     assert intents.match(said, "en", EVERY_TOOL) is None
 
 
+@pytest.mark.parametrize(
+    "said, expression",
+    [
+        ("And what is that plus eight?", "391 + 8"),
+        ("And half of that?", "391 / 2"),
+        ("What's twice that?", "391 * 2"),
+        ("Divide it by 17.", None),  # no template: the model's
+    ],
+)
+def test_that_in_a_sum_is_the_sum_just_done(intents, said, expression):
+    ctx = llm.ChatContext()
+    ctx.add_message(role="user", content="What is seventeen times twenty-three?")
+    call = llm.FunctionCall(call_id="1", name="calculate", arguments='{"expression": "17 * 23"}')
+    ctx.items.append(call)
+    ctx.items.append(llm.FunctionCallOutput(call_id="1", output="That makes 391.", is_error=False))
+    ctx.add_message(role="assistant", content="That makes 391.")
+    ctx.add_message(role="user", content=said)
+    matched = intents.match(said, "en", EVERY_TOOL, last_result(ctx.items))
+    found = matched and json.loads(matched.calls[0].arguments)["expression"]
+    assert found == expression
+    ctx.add_message(role="assistant", content="Something else first.")
+    ctx.add_message(role="user", content=said)
+    assert last_result(ctx.items) is None, "only the turn just before has a sum to go on"
+    assert intents.match(said, "en", EVERY_TOOL, None) is None
+
+
 def test_never_mind_is_acknowledged_without_a_tool(intents):
     matched = intents.match("Never mind.", "en", EVERY_TOOL)
     assert matched is not None and matched.answer == "OK." and matched.calls == ()
@@ -125,9 +152,12 @@ def test_requests_whose_tools_speak_english_only_go_to_the_model_in_other_langua
 
 
 async def test_a_spoken_request_is_answered_by_the_tool_and_stays_in_the_chat(tmp_path):
-    """The desktop profile, the real recognizer and model: the time and a sum are carried out
-    by the templates' calls, logged with their source, and the model's next turn sees them."""
-    samples = await spoken("What time is it?", "What is seventeen times twenty three?")
+    """The desktop profile, the real recognizer and model: the time, a sum and a sum on that
+    one are carried out by the templates' calls, logged with their source, and the model's
+    next turn sees them."""
+    samples = await spoken(
+        "What time is it?", "What is seventeen times twenty three?", "And what is that plus eight?"
+    )
     factory = await SessionFactory.load(load_profile("desktop"))
     controlled = ControlledSession.open(factory, None, owns_factory=True)
     await play_conversation(
@@ -147,10 +177,12 @@ async def test_a_spoken_request_is_answered_by_the_tool_and_stays_in_the_chat(tm
     assert [(c["name"], c["source"], c["is_error"]) for c in calls] == [
         ("get_time", "intent", False),
         ("calculate", "intent", False),
+        ("calculate", "intent", False),
     ], events
     replies = [e["text"] for e in events if e["type"] == "agent_reply"]
-    assert replies[0].startswith("It is ") and replies[1] == "That makes 391.", replies
+    assert replies[0].startswith("It is ") and replies[1:] == ["That makes 391.", "That makes 399."]
     assert [item.name for item in history if item.type == "function_call"] == [
         "get_time",
+        "calculate",
         "calculate",
     ]

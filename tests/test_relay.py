@@ -162,6 +162,8 @@ PARIS = "The capital of France is Paris."
             "It is 16:09 UTC, on Sunday 06 December 2026.",
             "It is 16:08 UTC, on Sunday 06 December 2026.",
         ),
+        # the calculator's words with a sum no tool did
+        ("That makes 32.", "That makes 391."),
     ],
 )
 async def test_an_earlier_reply_said_again_is_generated_anew_without_a_word_of_it_spoken(
@@ -187,6 +189,7 @@ async def test_a_reply_said_again_after_it_was_avoided_becomes_an_apology():
     [
         ("The capital of Germany is Berlin.", PARIS),  # begins as it did, then goes its way
         ("You're welcome!", "You're welcome!"),  # too short to be a loop
+        ("A cat has 4 legs.", "A spider has 8 legs."),  # a number in words of its own
         ("Sure. The capital of France is Paris.", PARIS),  # not from its start
     ],
 )

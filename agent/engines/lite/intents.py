@@ -21,7 +21,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -30,6 +30,7 @@ from zoneinfo import available_timezones
 import yaml
 from hassil import Intents, RecognizeResult, TextSlotList, recognize_best
 from home_assistant_intents import LANGUAGES, get_intents
+from livekit.agents import llm
 
 from audio.language import base_language
 from tools.calculator import evaluate
@@ -161,6 +162,23 @@ def _templates(language: str) -> dict[str, Any]:
     return data
 
 
+def last_result(items: Sequence[llm.ChatItem]) -> float | None:
+    """The result of the sum done in answer to the turn before the latest, if one was:
+    what "that" is in "And what is that plus eight?"."""
+    users = 0
+    for item in reversed(items):
+        if isinstance(item, llm.ChatMessage) and item.role == "user":
+            users += 1
+            if users == 2:
+                return None
+        elif users == 1 and isinstance(item, llm.FunctionCall) and item.name == "calculate":
+            try:
+                return evaluate(str(json.loads(item.arguments)["expression"]))
+            except (ValueError, KeyError, TypeError, ZeroDivisionError, OverflowError):
+                return None
+    return None
+
+
 class LocalIntents:
     """The templates of the profile's languages, loaded once and shared by every session."""
 
@@ -183,8 +201,15 @@ class LocalIntents:
                     self._intents[language] = Intents.from_dict(_templates(language))
                     self.match("what time is it", language, offered=())
 
-    def match(self, text: str, language: str, offered: Collection[str]) -> IntentMatch | None:
-        """What the tools ``offered`` do for ``text``, if a template matches it."""
+    def match(
+        self,
+        text: str,
+        language: str,
+        offered: Collection[str],
+        last_result: float | None = None,
+    ) -> IntentMatch | None:
+        """What the tools ``offered`` do for ``text``, if a template matches it; "that" in a
+        sum is ``last_result``, the sum just done (without one, the model makes sense of it)."""
         language = base_language(language)
         intents = self._intents.get(language)
         if intents is None:
@@ -196,6 +221,10 @@ class LocalIntents:
         if name == "HassNevermind":
             return IntentMatch(name, answer=NEVER_MIND)
         slots = {key: entity.value for key, entity in result.entities.items()}
+        if slots.get("a") == "that":
+            if last_result is None:
+                return None
+            slots["a"] = last_result
         try:
             calls = HANDLERS[name](slots, result.context or {})
         except KeyError as e:  # matched without what the tool needs ("is it on?": no device)

@@ -26,7 +26,7 @@ from ...relay import relay_reply, replies
 from ...tool_calls import INTENT_CALL_PREFIX, ParsedToolCall
 from . import prompt
 from .causal_lm import LocalLMRuntime, PrefixCache, TransformersRuntime
-from .intents import IntentMatch, LocalIntents
+from .intents import IntentMatch, LocalIntents, last_result
 from .llama_cpp import LlamaCppRuntime
 
 
@@ -140,7 +140,8 @@ class LocalLLM(llm.LLM):
             return None
         offered = llm.ToolContext(list(tools)).function_tools.keys()
         text, language = last.text_content or "", self._heard_in.get(last.id, self.language)
-        return await asyncio.to_thread(self._intents.match, text, language, offered)
+        previous = last_result(chat_ctx.items)
+        return await asyncio.to_thread(self._intents.match, text, language, offered, previous)
 
     def note_language(self, chat_ctx: llm.ChatContext) -> None:
         """The language the request's latest user turn was heard in, kept for as long as the
