@@ -212,10 +212,12 @@ class Profile(_Section):
         return self.model_copy(update={self.engine: settings})
 
     def scripted_lines(self) -> tuple[str, ...]:
-        """What the agent says by script, which a reply must not recite: the greeting, and the
-        goodbye of a conversation with a time limit."""
+        """What the agent says or its model is told by script, which a reply must not recite:
+        the greeting, the goodbye of a conversation with a time limit, and the tool reminder
+        (the kiosk's 0.5B said it back as its answer to "Which timers are running?")."""
         goodbye = self.call.goodbye if self.call.max_s else ""
-        return tuple(line for line in (self.greeting, goodbye) if line)
+        lines = (self.greeting, goodbye, self.lite.tool_reminder)
+        return tuple(line for line in lines if line)
 
     @model_validator(mode="after")
     def _one_prompt(self) -> Profile:

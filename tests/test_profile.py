@@ -106,7 +106,9 @@ async def test_a_prompt_larger_than_the_model_reads_is_refused_before_it_is_read
         await SessionFactory.load(load_profile(str(tmp_path / "big.toml")))
 
 
-def test_the_lines_a_profile_scripts_are_its_greeting_and_a_timed_calls_goodbye():
+def test_the_lines_a_profile_scripts_are_its_greeting_a_timed_calls_goodbye_and_a_reminder():
     call = load_profile("call")
     assert call.scripted_lines() == (call.greeting, call.call.goodbye)
     assert load_profile("desktop").scripted_lines() == ()
+    kiosk = load_profile("kiosk")
+    assert kiosk.scripted_lines() == (kiosk.lite.tool_reminder,), "its model is told it"
