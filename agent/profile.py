@@ -30,9 +30,10 @@ class VADSettings(_Section):
     min_speech_s: float = Field(0.1, ge=0, le=2)
     min_silence_s: float = Field(0.3, ge=0, le=5)
     padding_s: float = Field(0.3, ge=0, le=2)
-    high_pass: bool = True
-    """Judge speech without the microphone's DC offset and rumble."""
-    denoise: bool = True
+    high_pass: bool = False
+    """Judge speech without the microphone's DC offset and rumble (audio/segmenter.py says
+    why it is off unless asked)."""
+    denoise: bool = False
     """Judge speech with steady noise suppressed (the recognizer hears the audio as it came)."""
 
 

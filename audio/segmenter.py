@@ -9,11 +9,12 @@ speech, not even at the start of a stream. webrtcvad itself hears little below -
 judges quiet speech amplified. A long utterance is cut into pieces that a recognizer with a 30 s
 window hears whole, none of its audio lost.
 
-The windows are judged on a copy cleaned by WebRTC's own audio processing (LiveKit's
-``AudioProcessingModule``): its high-pass filter removes a cheap microphone's DC offset (half
-full scale hid every word), and its suppressor steady noise (white noise 5 dB below the speaker
-hid a third of JFK's words; ``bench/vad.py``). The audio handed on is the input, untouched: the
-recognizer copes with an offset and noise better than with a suppressor's artefacts.
+Where the profile asks (``high_pass``, ``denoise``), the windows are judged on a copy cleaned
+by WebRTC's own audio processing (LiveKit's ``AudioProcessingModule``): its high-pass filter
+removes a cheap microphone's DC offset (half full scale hid every word), and its suppressor
+steady noise (white noise 5 dB below the speaker hid a third of JFK's words; ``bench/vad.py``).
+The audio handed on is the input, untouched: the recognizer copes with an offset and noise
+better than with a suppressor's artefacts.
 """
 
 from __future__ import annotations
@@ -73,10 +74,12 @@ class SegmenterOptions:
     window (Whisper) hears all of a long monologue, in pieces."""
     max_utterance_s: float = 30.0
     """An utterance is cut here even without a pause: no piece carries more audio."""
-    high_pass: bool = True
-    """Judge speech without the DC offset (and rumble below ~80 Hz)."""
-    denoise: bool = True
-    """Judge speech with steady noise suppressed."""
+    high_pass: bool = False
+    """Judge speech without the DC offset (and rumble below ~80 Hz). Off unless asked: judged
+    high-passed, the "two" of one_two_three_en.wav is 0.15 s of speech, and short words said
+    alone make turns too short for the Phi-4-MM engine's clips."""
+    denoise: bool = False
+    """Judge speech with steady noise suppressed (off unless asked, as ``high_pass``)."""
 
     def __post_init__(self) -> None:
         if self.aggressiveness not in (0, 1, 2, 3):
