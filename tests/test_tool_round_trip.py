@@ -53,7 +53,7 @@ async def test_the_time_and_date_are_said_in_the_callers_language():
     year = str(datetime.now().year)
     assert re.fullmatch(rf"Es ist \d{{2}}:\d{{2}} Uhr, am \w+, \d+\. \w+ {year}\.",
                         await get_time(CallerContext("de")))  # fmt: skip
-    assert re.fullmatch(rf"Son las \d{{2}}:\d{{2}}, del \w+, \d+ de \w+ de {year}\.",
+    assert re.fullmatch(rf"Son las \d{{1,2}}:\d{{2}}, del \w+, \d+ de \w+ de {year}\.",
                         await get_time(CallerContext("es-MX")))  # fmt: skip
     assert re.fullmatch(
         rf"Nous sommes le \w+ \d+ \w+ {year}\.", await get_date(CallerContext("fr"))
