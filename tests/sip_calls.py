@@ -160,19 +160,23 @@ def greeted(log_dir: Path, other_than: set[str]) -> str | None:
     return None
 
 
-def call_profile(out_dir: Path) -> Path:
-    """The built-in call profile, transferring to the operator's phone."""
+def call_profile(out_dir: Path, english: str = "piper") -> Path:
+    """The built-in call profile, transferring to the operator's phone, with ``english`` as
+    its English voice."""
     text = (REPO / "agent/profiles/call.toml").read_text()
-    assert 'transfer_to = ""' in text
+    assert 'transfer_to = ""' in text and "[voice]\n" in text
+    text = text.replace('transfer_to = ""', f'transfer_to = "{OPERATOR}"')
     path = out_dir / "call.toml"
-    path.write_text(text.replace('transfer_to = ""', f'transfer_to = "{OPERATOR}"'))
+    path.write_text(text.replace("[voice]\n", f'[voice]\nenglish = "{english}"\n'))
     return path
 
 
-def serve_calls(out_dir: Path, *args: str, stderr: Any) -> subprocess.Popen[str]:
+def serve_calls(
+    out_dir: Path, *args: str, stderr: Any, english: str = "piper"
+) -> subprocess.Popen[str]:
     """``serve --sip`` on the call profile, one call at a time, each call's events logged."""
     return start_serve(
-        "--profile", str(call_profile(out_dir)), *args,
+        "--profile", str(call_profile(out_dir, english)), *args,
         "--sip", f"{HOST}:{SIP_PORT}", "--sip-allow", f"{HOST}/32",
         "--port", str(WEB_PORT), "--max-sessions", "1", "--log-dir", str(out_dir / "logs"),
         stderr=stderr,
@@ -272,7 +276,10 @@ def phi4mm_call(out_dir: Path, model: str) -> None:
     result: dict[str, Any] = {}
     jfk = microphone_wav(SHARED_AUDIO / "jfk.flac", out_dir / "jfk-8k.wav")
     with (out_dir / "server.log").open("w") as server_log:
-        server = serve_calls(out_dir, "--engine", "phi4mm", "--model", model, stderr=server_log)
+        # random weights say 128 tokens of noise: espeak-ng reads them in time, Piper does not
+        server = serve_calls(
+            out_dir, "--engine", "phi4mm", "--model", model, stderr=server_log, english="espeak"
+        )
         phone = Phone(out_dir / "phone", jfk, 5080)
         try:
             phone.dial()
