@@ -112,8 +112,11 @@ def _run_file(args: argparse.Namespace) -> int:
 
 
 def _require_sight(profile: Profile, what: str) -> None:
-    if not ENGINES[profile.engine].sees:
-        raise UsageError(f"the {profile.engine} engine cannot see: {what} --engine phi4mm")
+    if not ENGINES[profile.engine].sees(profile):
+        raise UsageError(
+            f"the {profile.engine} engine cannot see: {what} --engine phi4mm "
+            '(or the remote engine with [remote] mode = "audio")'
+        )
 
 
 def _frame_files(args: argparse.Namespace, profile: Profile) -> FrameFiles | None:
@@ -154,12 +157,38 @@ def _camera(args: argparse.Namespace, profile: Profile) -> str | None:
 
 def _console(args: argparse.Namespace) -> int:
     from .transports.console import NoAudioDeviceError, run_console
+    from .transports.devices import DeviceError
+    from .transports.file import OutputDirError, prepare_out_dir
 
     profile = _profile(args)
     try:
-        run_console(profile, camera=_camera(args, profile))
-    except NoAudioDeviceError as e:
+        if args.out:
+            prepare_out_dir(Path(args.out))
+        run_console(
+            profile,
+            camera=_camera(args, profile),
+            input_device=args.input_device,
+            output_device=args.output_device,
+            out_dir=Path(args.out) if args.out else None,
+        )
+    except (NoAudioDeviceError, DeviceError, OutputDirError) as e:
         raise UsageError(str(e)) from None
+    return 0
+
+
+def _devices(args: argparse.Namespace) -> int:
+    from .transports.devices import all_devices
+
+    devices = all_devices()
+    if not devices:
+        print("no microphone or speaker found (no sound server answers, PortAudio lists none)")
+        return 1
+    width = max(len(d.name) for d in devices)
+    for d in sorted(devices, key=lambda d: (d.kind, not d.server)):
+        where = "sound server" if d.server else f"PortAudio {d.index}"
+        described = f"  {d.description}" if d.description != d.name else ""
+        default = "  (default)" if d.default else ""
+        print(f"{d.kind:6}  {d.name:{width}}  [{where}]{described}{default}")
     return 0
 
 
@@ -299,8 +328,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="INDEX",
         help="look through /dev/videoINDEX (default 0; phi4mm engine)",
     )
+    for kind, role in (("input", "microphone"), ("output", "speaker")):
+        console.add_argument(
+            f"--{kind}-device",
+            metavar="NAME",
+            help=f"the {role}, as `voice-agent devices` lists it (a part of the name will do; "
+            "default: the sound server's or the system's default)",
+        )
+    console.add_argument("--out", metavar="DIR", help="keep the events in DIR/console/events.jsonl")
     with_session_options(console)
     console.set_defaults(handler=_console)
+
+    devices = commands.add_parser("devices", help="list the microphones and speakers")
+    devices.set_defaults(handler=_devices)
 
     serve = commands.add_parser(
         "serve",

@@ -149,17 +149,24 @@ class ContextWindow:
         rendered = render(request)
         if not self.needs_trim(tokens := size(rendered)):
             return request, rendered, tokens, None
-        request, trim = self.trim(request, lambda some: size(render(some)), droppable)
+        request, trim = self.trim(request, lambda some: size(render(some)), droppable, tokens)
         return request, render(request), trim.after, trim
 
     def trim(
-        self, request: Request, count: Count, droppable: Droppable = no_media
+        self,
+        request: Request,
+        count: Count,
+        droppable: Droppable = no_media,
+        before: int | None = None,
     ) -> tuple[Request, Trim]:
-        """Make the fewest cuts, in order, that bring the request down to ``target``."""
+        """Make the fewest cuts, in order, that bring the request down to ``target``; each
+        candidate is counted once (a remote engine's count is a round trip to its server)."""
         pinned = [item for item in request.items if _pinned(item)]
         exchanges = _exchanges([item for item in request.items if not _pinned(item)])
         steps = _steps(exchanges, request.as_text, droppable)
-        before = count(request)
+        if before is None:
+            before = count(request)
+        counted: dict[int, int] = {}
 
         def cut(made: int) -> Request:
             as_text = {k: set(v) for k, v in request.as_text.items()}
@@ -176,7 +183,8 @@ class ContextWindow:
         low, high = 0, len(steps)  # the fewest cuts that fit lie in [low, high]
         while low < high:
             middle = (low + high) // 2
-            if count(cut(middle)) + self.reserve <= self._target:
+            counted[middle] = count(cut(middle))
+            if counted[middle] + self.reserve <= self._target:
                 high = middle
             else:
                 low = middle + 1
@@ -184,7 +192,7 @@ class ContextWindow:
         self._as_text = dict(kept.as_text)
         conversational = [item for item in kept.items if not _pinned(item)]
         self._first_kept = conversational[0].id if conversational else None
-        after = count(kept)
+        after = counted[low] if low in counted else count(kept)
         if after + self.reserve > self.window:
             logger.warning(
                 "the latest turn alone is %d tokens: over the %d-token window", after, self.window

@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from livekit.agents import AgentSession
 from livekit.agents.voice import io
@@ -90,10 +90,12 @@ async def hold(
     *,
     log_dir: Path | None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    echo: TextIO | None = None,
 ) -> None:
     """The conversation, from its start until the agent or the caller ends it; its events go
-    to ``log_dir/<id>/events.jsonl`` and ``on_record``. The profile's greeting is spoken once
-    the caller's audio flows: what is sent before the media path works is never heard."""
+    to ``log_dir/<id>/events.jsonl`` and ``on_record``, its turns printed to ``echo``. The
+    profile's greeting is spoken once the caller's audio flows: what is sent before the media
+    path works is never heard."""
     session = controlled.session
     session.input.audio = media.mic
     if media.camera is not None:
@@ -109,7 +111,7 @@ async def hold(
         if on_record is not None:
             on_record(fields)
 
-    log = EventLog(path, Timeline(), echo=None, on_record=record)
+    log = EventLog(path, Timeline(), echo=echo, on_record=record)
     log.attach(session, media.speaker)
     closed = asyncio.Event()
     session.on("close", lambda _: closed.set())

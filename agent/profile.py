@@ -31,8 +31,8 @@ class VADSettings(_Section):
     min_silence_s: float = Field(0.3, ge=0, le=5)
     padding_s: float = Field(0.3, ge=0, le=2)
     high_pass: bool = False
-    """Judge speech without the microphone's DC offset and rumble (audio/segmenter.py says
-    why it is off unless asked)."""
+    """Judge speech without rumble below ~80 Hz (audio/segmenter.py says why it is off unless
+    asked; the DC offset is removed either way)."""
     denoise: bool = False
     """Judge speech with steady noise suppressed (the recognizer hears the audio as it came)."""
 
@@ -121,6 +121,56 @@ class Phi4MMSettings(_Section):
     least recently used is dropped beyond it and prefilled again when needed."""
 
 
+class RemoteSettings(_Section):
+    base_url: list[str] = ["http://127.0.0.1:8000/v1"]
+    """One OpenAI-compatible server (vLLM, llama.cpp's, Ollama…) or several replicas of one:
+    each conversation stays on one replica while it answers."""
+    model: str = ""
+    """The model's name on the servers ("" = the first one each lists at /v1/models)."""
+    mode: Literal["text", "audio"] = "text"
+    """"text": the ``[lite]`` recognizer hears, the server's model reads the words. "audio":
+    Phi-4-multimodal on the server hears each turn's audio and sees its frames."""
+    adapters: dict[str, str] = {"speech": "speech", "vision": "vision"}
+    """Audio mode: the LoRA modules' names on the server (``vllm serve --lora-modules``) for
+    the adapter a request's media pick; a request without media goes to ``model``."""
+    max_audio_clips: int = Field(32, ge=1, le=1024)
+    """Audio mode: the most turns' audio a request carries (the server's
+    ``--limit-mm-per-prompt``); older turns are read as their transcripts."""
+    api_key_env: str = "VOICE_AGENT_API_KEY"
+    """The environment variable holding the servers' key (unset: no key is sent)."""
+    max_new_tokens: int = Field(96, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0, le=2)
+    context_tokens: int = Field(0, ge=0, le=1 << 20)
+    """The server's window; 0 = as the server says (vLLM, llama.cpp's llama-server), else
+    4,096."""
+    connect_timeout_s: float = Field(3.0, gt=0, le=60)
+    first_token_timeout_s: float = Field(20.0, gt=0, le=600)
+    """A replica silent this long is taken for dead and the turn sent to another."""
+    health_interval_s: float = Field(5.0, gt=0, le=600)
+    """How often a replica taken for dead is asked whether it is back."""
+
+    @field_validator("adapters")
+    @classmethod
+    def _known_adapters(cls, adapters: dict[str, str]) -> dict[str, str]:
+        if unknown := set(adapters) - {"speech", "vision"}:
+            raise ValueError(f"no adapter {sorted(unknown)[0]!r} (speech, vision)")
+        return adapters
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _one_or_several(cls, urls: object) -> object:
+        return [urls] if isinstance(urls, str) else urls
+
+    @field_validator("base_url")
+    @classmethod
+    def _http(cls, urls: list[str]) -> list[str]:
+        if not urls:
+            raise ValueError("name at least one server")
+        if bad := [url for url in urls if not url.startswith(("http://", "https://"))]:
+            raise ValueError(f"not an http(s) URL: {bad[0]!r}")
+        return [url.rstrip("/") for url in urls]
+
+
 class ContextSettings(_Section):
     max_tokens: int = Field(0, ge=0, le=1 << 20)
     """The conversation's window; 0 = the model's own (Qwen2.5-Coder-0.5B: 32,768,
@@ -162,6 +212,14 @@ class CallSettings(_Section):
     host the call came from ("" = no transfers)."""
 
 
+class ConsoleSettings(_Section):
+    """WebRTC's audio processing on the console's microphone (audio/sound_card.py)."""
+
+    echo_cancellation: bool = True
+    noise_suppression: bool = True
+    auto_gain_control: bool = True
+
+
 class MqttSection(_Section):
     enabled: bool = False
     url: str = "mqtt://127.0.0.1:1883"
@@ -187,9 +245,11 @@ class Profile(_Section):
     voice: VoiceSettings = VoiceSettings()
     lite: LiteEngineSettings = LiteEngineSettings()
     phi4mm: Phi4MMSettings = Phi4MMSettings()
+    remote: RemoteSettings = RemoteSettings()
     context: ContextSettings = ContextSettings()
     vision: VisionSettings = VisionSettings()
     call: CallSettings = CallSettings()
+    console: ConsoleSettings = ConsoleSettings()
     mqtt: MqttSection = MqttSection()
     devices: dict[str, str] = {}
     """Device name → MQTT topic: the only devices the device tools may touch."""
@@ -202,8 +262,8 @@ class Profile(_Section):
         return engine
 
     @property
-    def engine_settings(self) -> LiteEngineSettings | Phi4MMSettings:
-        settings: LiteEngineSettings | Phi4MMSettings = getattr(self, self.engine)
+    def engine_settings(self) -> LiteEngineSettings | Phi4MMSettings | RemoteSettings:
+        settings: LiteEngineSettings | Phi4MMSettings | RemoteSettings = getattr(self, self.engine)
         return settings
 
     def with_model(self, model: str) -> Profile:

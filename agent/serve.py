@@ -219,7 +219,7 @@ class VoiceServer:
     async def _status(self, request: web.Request) -> web.Response:
         if not self._reader_authorized(request):
             return web.json_response({"error": "a token is needed"}, status=401)
-        return web.json_response(self._pool.status())
+        return web.json_response({**self._pool.status(), **self._factory.engine.status()})
 
     async def _metrics(self, request: web.Request) -> web.Response:
         if not self._reader_authorized(request):
@@ -264,7 +264,8 @@ class VoiceServer:
         conversation_id = uuid.uuid4().hex[:12]
         controlled = await ControlledSession.join(self._factory, conversation_id)
         self._pool.joined(controlled.session)
-        sees = ENGINES[self._factory.profile.engine].sees
+        profile = self._factory.profile
+        sees = ENGINES[profile.engine].sees(profile)
         conversation = WebConversation(conversation_id, controlled, pc, sees=sees)
         try:
             offer = without_unusable_candidates(body["sdp"])

@@ -9,9 +9,10 @@ speech, not even at the start of a stream. webrtcvad itself hears little below -
 judges quiet speech amplified. A long utterance is cut into pieces that a recognizer with a 30 s
 window hears whole, none of its audio lost.
 
-Where the profile asks (``high_pass``, ``denoise``), the windows are judged on a copy cleaned
-by WebRTC's own audio processing (LiveKit's ``AudioProcessingModule``): its high-pass filter
-removes a cheap microphone's DC offset (half full scale hid every word), and its suppressor
+The windows are judged without a cheap microphone's DC offset (half full scale hid every word),
+tracked as a slow running mean, which leaves speech as it was. Where the profile asks
+(``high_pass``, ``denoise``), they are judged on a copy cleaned by WebRTC's own audio processing
+(LiveKit's ``AudioProcessingModule``): its high-pass filter removes rumble, and its suppressor
 steady noise (white noise 5 dB below the speaker hid a third of JFK's words; ``bench/vad.py``).
 The audio handed on is the input, untouched: the recognizer copes with an offset and noise
 better than with a suppressor's artefacts.
@@ -33,6 +34,9 @@ APM_CHUNK = VAD_SAMPLE_RATE // 100
 DENOISER_WARMUP_CHUNKS = 100
 """The suppressor learns the room over its first second, and takes a word said in it for
 noise: until then the windows are judged as kept."""
+DC_TRACKING_S = 0.5
+"""The microphone's DC offset is the mean of about this much audio: speech averages out over
+it, and an offset that changes (a device plugged in) is followed within a second."""
 _GAIN_RELEASE_DB_PER_S = 1.0  # how fast the gain for quiet speech comes back after loud speech
 
 
@@ -75,9 +79,10 @@ class SegmenterOptions:
     max_utterance_s: float = 30.0
     """An utterance is cut here even without a pause: no piece carries more audio."""
     high_pass: bool = False
-    """Judge speech without the DC offset (and rumble below ~80 Hz). Off unless asked: judged
-    high-passed, the "two" of one_two_three_en.wav is 0.15 s of speech, and short words said
-    alone make turns too short for the Phi-4-MM engine's clips."""
+    """Judge speech without rumble below ~80 Hz (traffic, air conditioning). Off unless asked:
+    judged high-passed, the "two" of one_two_three_en.wav is 0.15 s of speech, and short words
+    said alone make turns too short for the Phi-4-MM engine's clips. The DC offset is removed
+    either way."""
     denoise: bool = False
     """Judge speech with steady noise suppressed (off unless asked, as ``high_pass``)."""
 
@@ -127,11 +132,14 @@ class SpeechSegmenter:
         self._target_power = _power(opts.gain_target_dbfs)
         self._quiet_power = _power(opts.gain_target_dbfs - opts.max_gain_db)
         self._release = 10 ** (-_GAIN_RELEASE_DB_PER_S * self.window_s / 10)
+        self._dc_rate = self.window_s / DC_TRACKING_S
+        self._ramp = np.linspace(0.0, 1.0, self.window, endpoint=False, dtype=np.float32)
         self.reset()
 
     def reset(self) -> None:
         # durations are counted in windows: integer bookkeeping keeps the hot loop cheap
         self._cleaner = _Cleaner(high_pass=self.opts.high_pass, denoise=self.opts.denoise)
+        self._dc: float | None = None
         self._pending = self._pending_judged = b""
         self._preroll: deque[bytes] = deque(
             maxlen=max(1, round(self.opts.padding_s / self.window_s))
@@ -157,7 +165,8 @@ class SpeechSegmenter:
         if not count:
             return []
         frames = np.frombuffer(judged, dtype=np.int16, count=count * self.window).reshape(count, -1)
-        powers = np.square(frames, dtype=np.float32).mean(axis=1).tolist()
+        frames = self._without_dc(frames)
+        powers = np.square(frames).mean(axis=1).tolist()
         is_speech = self._detector.is_speech
         transitions: list[Transition] = []
         for i, salient in enumerate(self._above_floor(powers)):
@@ -166,12 +175,23 @@ class SpeechSegmenter:
             if salient:
                 # amplified no louder than the target: clipped, any window sounds like noise
                 gain = (self._target_power / max(self._speech_power, powers[i])) ** 0.5
-                heard = frames[i].tobytes() if gain <= 1 else _amplified(frames[i], gain)
+                heard = _amplified(frames[i], max(gain, 1.0))
                 if voiced := is_speech(heard, VAD_SAMPLE_RATE):
                     self._speech_power = max(self._speech_power, powers[i])
             self._speech_power = max(self._speech_power * self._release, self._quiet_power)
             self._advance(window, voiced, transitions)
         return transitions
+
+    def _without_dc(self, frames: np.ndarray) -> np.ndarray:
+        """The windows less the offset, which glides from window to window: a step at a
+        window's edge would sound to webrtcvad, whose filters run across windows, like a click."""
+        means = frames.mean(axis=1).tolist()
+        offsets = [means[0] if self._dc is None else self._dc]
+        for mean in means:
+            offsets.append(offsets[-1] + self._dc_rate * (mean - offsets[-1]))
+        self._dc = offsets[-1]
+        levels = np.asarray(offsets, dtype=np.float32)
+        return frames - (levels[:-1, None] + np.diff(levels)[:, None] * self._ramp)
 
     def finish(self) -> Transition | None:
         """End an utterance still open when the audio stops; then start afresh."""

@@ -5,9 +5,9 @@
 Each recording (at -26 dBFS) is mixed, 2.5 s from the start, into each condition: a DC
 offset of half full scale, white noise and 8-talker babble (four languages, two stretches
 each) at 5 and 0 dB SNR. The same condition without the speech is the noise alone. Four
-detectors judge each: webrtcvad as it is by default (nothing cleaned), with the high-pass only,
-with both (high-pass and the noise suppressor: ``[vad] high_pass``, ``denoise``), and Silero
-(livekit-plugins-silero).
+detectors judge each: webrtcvad as it is by default (only the DC offset removed), with the
+high-pass, with both (high-pass and the noise suppressor: ``[vad] high_pass``, ``denoise``),
+and Silero (livekit-plugins-silero).
 
 Per condition, over the recordings: the share of the speech's own utterances (as found in it
 alone) that an utterance found in the mix overlaps, the share of its word windows (those within

@@ -23,7 +23,9 @@ class PromptError(LookupError):
     """The prompt named or given cannot be used; the message is meant for the user."""
 
 
-Phrase = Literal["repeat", "failed", "answer_in", "time", "date", "offline", "transfer", "goodbye"]
+Phrase = Literal[
+    "repeat", "failed", "unreachable", "answer_in", "time", "date", "offline", "transfer", "goodbye"
+]
 
 
 @functools.cache

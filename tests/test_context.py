@@ -4,6 +4,7 @@ step, oldest exchanges first, instructions never, a tool call never without its 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from livekit.agents import llm
@@ -110,6 +111,23 @@ def assert_cut_in_order(request: Request, trim) -> None:
         assert not any(live("image")), "no audio went while an older image was kept"
     if trim.turns:
         assert not any(live("image") + live("audio")), "no turn went while media could go"
+
+
+def test_a_trim_asks_the_counter_once_per_candidate():
+    """A remote engine's count is a round trip to its server: fitting a long conversation asks
+    it for the whole request and a binary search's candidates, never one of them twice."""
+    window = ContextWindow(ContextOptions(trigger=0.8, target=0.5), WINDOW, RESERVE)
+    asked: list[str] = []
+
+    def counted(request: Request) -> int:
+        asked.append(json.dumps([item.id for item in request.items] + sorted(request.as_text)))
+        return tokens(request)
+
+    items = conversation(120)
+    request, _, total, trim = window.fit(items, lambda request: request, counted, media)
+    assert trim is not None and total == trim.after == tokens(request)
+    assert len(asked) == len(set(asked)), "no candidate counted twice"
+    assert len(asked) <= 2 + math.ceil(math.log2(len(items))), asked
 
 
 def test_a_turn_larger_than_the_target_is_kept_alone():

@@ -13,8 +13,9 @@ from livekit.agents import llm
 
 from agent import models
 from agent.engines.lite import prompt
+from agent.engines.lite.answering import offered_arguments
 from agent.engines.lite.llama_cpp import fastest_weights
-from agent.engines.lite.llm import LocalLLM, LocalLLMOptions, _offered_arguments
+from agent.engines.lite.llm import LocalLLM, LocalLLMOptions
 from agent.models import ModelNotFoundError, SplitGGUF
 from agent.profile import load_profile
 from agent.relay import RecitedInstructions
@@ -247,7 +248,7 @@ def test_past_calls_reach_the_template_as_objects_and_schemas_without_titles(def
 
 def test_schema_words_a_model_copies_into_its_arguments_are_dropped():
     arguments = '{"device": "lamp", "state": "on", "type": "object", "required": ["device"]}'
-    kept = json.loads(_offered_arguments("set_device", arguments, resolve_tools(["set_device"])))
+    kept = json.loads(offered_arguments("set_device", arguments, resolve_tools(["set_device"])))
     assert kept == {"device": "lamp", "state": "on"}
 
 

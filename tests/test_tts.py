@@ -156,14 +156,15 @@ def whisper() -> FasterWhisperSTT:
 
 async def test_pipers_time_of_day_is_heard_back_by_the_recognizer(whisper):
     """Said as "It is fourteen zero five on Saturday.", whisper tiny.en writes the time back in
-    digits; Piper's prosody varies a little each time, so two of three hearings must agree."""
+    digits; Piper's prosody varies a little each time (1 hearing in 8 went wrong, "It is 4.000
+    5.1 Saturday."), so most of seven hearings must be right: two of three failed CI once."""
     heard = []
-    for _ in range(3):
+    for _ in range(7):
         frame = await Pyttsx3TTS().synthesize("It is 14:05 on Saturday.").collect()
         samples = resample(np.frombuffer(frame.data, np.int16), frame.sample_rate, 16000)
         heard.append((await whisper.recognize(samples_to_frame(samples, 16000))).alternatives[0])
     right = [h.text for h in heard if re.sub(r"\D", "", h.text) == "1405" and "Saturday" in h.text]
-    assert len(right) >= 2, [h.text for h in heard]
+    assert len(right) >= 4, [h.text for h in heard]
 
 
 def test_a_reply_too_short_to_tell_is_spoken_in_the_callers_latest_language():

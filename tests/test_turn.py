@@ -17,6 +17,10 @@ from tests.conftest import SHARED_AUDIO, voice_agent
 
 ASK_NOT_END_S = 4.6
 """jfk.flac: "And so my fellow Americans, ask not" and a pause; the sentence goes on."""
+SENTENCE_END_S = 10.7
+"""jfk.flac: "...for your country" has ended; the recording's last 0.3 s is its reverberation, cut
+off by the file's end, where Smart Turn's verdict swings around 0.5 (0.35 on one CI machine, 0.51
+here). Judged at 10.6-10.75 s it is 0.89-0.97."""
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +34,7 @@ def jfk() -> np.ndarray:
 
 
 def test_a_finished_sentence_sounds_finished_and_a_cut_one_does_not(model, jfk):
-    assert model.probability(jfk) > 0.5
+    assert model.probability(jfk[: int(SENTENCE_END_S * SAMPLE_RATE)]) > 0.5
     assert model.probability(jfk[: int(1.2 * SAMPLE_RATE)]) < 0.2, "cut in the middle of a word"
     assert model.probability(jfk[: int(ASK_NOT_END_S * SAMPLE_RATE)]) < 0.2, "a pause mid-sentence"
 
@@ -43,7 +47,7 @@ async def test_the_stream_judges_what_the_session_heard_since_the_last_turn(mode
         stream.push_audio(samples_to_frame(at_48k[start : start + ten_ms], 48_000))
     mid_sentence = await stream.predict()
     stream.flush("turn committed")
-    for start in range(0, len(at_48k), ten_ms):
+    for start in range(0, int(SENTENCE_END_S * 48_000), ten_ms):
         stream.push_audio(samples_to_frame(at_48k[start : start + ten_ms], 48_000))
     whole = await stream.predict()
     assert mid_sentence.end_of_turn_probability < 0.2 < 0.5 < whole.end_of_turn_probability

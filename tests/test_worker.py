@@ -3,22 +3,27 @@
 No LiveKit server runs here. Without one, the worker must refuse in one line with exit code 2,
 before any model loads. Its registration is checked against a fake server that speaks
 LiveKit's worker protocol (protobuf over a WebSocket) as far as registering; what follows a
-dispatch (joining the room's media) needs a real server. The job entrypoint it runs is the one
-the console test starts (tests/test_cli.py).
+dispatch (joining the room's media) needs a real server; the job entrypoint it runs is held in
+LiveKit's own local room instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
 import signal
 import subprocess
 import sys
 import threading
+import time
 
 import jwt
 from aiohttp import web
 from livekit.protocol import agent
+
+from agent.models import cache_dir
 
 from .conftest import REPO, free_port, voice_agent
 
@@ -125,3 +130,46 @@ def test_the_worker_registers_with_the_server_and_loads_the_models_once():
     assert len(loads) == 1, "one job process, one load"
     assert loads[0]["name"] == "voice_agent" and "conversation_id" in loads[0]
     assert "loading" not in stderr, "no second copy of the log in text"
+
+
+JOB_IN_A_LOCAL_ROOM = """
+import sys
+from livekit.agents import cli
+from agent.profile import load_profile
+from agent.transports.livekit import agent_server
+sys.argv = [sys.argv[0], "console"]
+cli.run_app(agent_server(load_profile("desktop")))
+"""
+
+
+def test_the_job_entrypoint_holds_a_session_in_a_room(tmp_path):
+    """What a dispatch runs, in the only room LiveKit opens without a server: its own console
+    room (a test harness here; ``voice-agent console`` has its own sound card path), on ALSA's
+    null device and a pseudo-terminal. The session starts and Ctrl-C ends it."""
+    (tmp_path / ".asoundrc").write_text('pcm.!default { type plug slave.pcm "null" }\n')
+    env = {**os.environ, "HOME": str(tmp_path), "VOICE_AGENT_CACHE": str(cache_dir())}
+    env.pop("PULSE_SERVER", None)
+    _, terminal = pty.openpty()
+    job = subprocess.Popen(
+        [sys.executable, "-c", JOB_IN_A_LOCAL_ROOM],
+        cwd=REPO,
+        env=env,
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert job.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (line := job.stdout.readline()):
+        lines.append(line)
+        if "using audio io: `Console`" in line:
+            break
+    try:
+        assert any("using audio io: `Console`" in line for line in lines), "".join(lines)
+    finally:
+        job.send_signal(signal.SIGINT)
+        rest, _ = job.communicate(timeout=60)
+    assert "session closed" in rest
+    assert job.returncode == 0

@@ -8,7 +8,7 @@ and one line in ``ENGINES``.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,13 +26,17 @@ class EngineEntry:
     """The module whose ``async load(profile, instructions, tools)`` loads the engine."""
     model_setting: str
     """The field of the engine's profile section that ``--model`` sets."""
-    sees: bool = False
-    """Whether the engine's model reads images (camera frames, ``--image``)."""
+    sees: Callable[[Profile], bool] = lambda _: False
+    """Whether the engine's model, as the profile sets it, reads images (camera frames,
+    ``--image``)."""
 
 
 ENGINES: dict[str, EngineEntry] = {
     "lite": EngineEntry("agent.engines.lite.shared", "llm_model"),
-    "phi4mm": EngineEntry("agent.engines.phi4mm.shared", "model", sees=True),
+    "phi4mm": EngineEntry("agent.engines.phi4mm.shared", "model", sees=lambda _: True),
+    "remote": EngineEntry(
+        "agent.engines.remote.shared", "model", sees=lambda p: p.remote.mode == "audio"
+    ),
 }
 
 
@@ -40,6 +44,10 @@ class LoadedEngine(Protocol):
     def plugins(self) -> dict[str, Any]:
         """``AgentSession`` keyword arguments (``stt``, ``llm``) for one new conversation:
         plugins of its own, over weights every conversation shares."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """What ``/status`` shows of the engine ({} where nothing changes as it serves)."""
         ...
 
     async def aclose(self) -> None: ...

@@ -1,40 +1,120 @@
-"""``console``: talk to the agent through the microphone and speaker.
+"""``console``: talk to the agent through a microphone and speaker.
 
-LiveKit's console owns the devices (sounddevice, echo cancellation, a terminal UI); this module
-only checks that devices exist and hands it a session built from the profile.
+The session hears the sound card through WebRTC's audio processing (``audio/sound_card.py``)
+and is held as a browser's or a phone's conversation is (``agent/conversations.py``), its turns
+printed as they happen; the devices are chosen by the names the desktop gives them, and kept
+for the conversation (``devices.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sys
+from pathlib import Path
 
+from livekit import rtc
+from livekit.agents.utils import aio
+
+from audio.sound_card import AudioProcessing, SoundCard
+
+from ..control import ControlledSession
+from ..conversations import CallerAudio, CallMedia, hold
 from ..profile import Profile
+from ..signals import StopSignals, unless_stopped
+from ..vision import CameraVideoInput
+from .devices import ROLE, Chosen, DeviceWatch, choose, opened_through_server
+
+logger = logging.getLogger("voice_agent")
 
 
 class NoAudioDeviceError(RuntimeError):
     pass
 
 
-def require_audio_devices() -> None:
-    """Raise NoAudioDeviceError unless a default microphone and speaker exist."""
+class ConsoleMicrophone(CallerAudio):
+    """What the sound card hears, as the session reads it."""
+
+    def __init__(self) -> None:
+        super().__init__("console")
+        self._frames: aio.Chan[rtc.AudioFrame] = aio.Chan()
+
+    def push(self, frame: rtc.AudioFrame) -> None:
+        if not self._frames.closed:
+            self.heard()
+            self._frames.send_nowait(frame)
+
+    async def __anext__(self) -> rtc.AudioFrame:
+        try:
+            return await self._frames.recv()
+        except aio.ChanClosed:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        self._frames.close()
+
+
+def require_audio_devices(*chosen: Chosen) -> None:
+    """Raise NoAudioDeviceError unless each chosen (or default) device is there."""
     import sounddevice as sd
 
-    for kind, name in (("input", "microphone"), ("output", "speaker")):
+    for device in chosen:
         try:
-            sd.query_devices(kind=kind)
+            sd.query_devices(device.portaudio, kind=device.kind)
         except (sd.PortAudioError, ValueError):
             raise NoAudioDeviceError(
-                f"no {name} found: console needs a default audio {kind} device "
-                "(use run-file to answer a recording instead)"
+                f"no {ROLE[device.kind]} found: console needs a default audio {device.kind} "
+                "device (use run-file to answer a recording instead)"
             ) from None
 
 
-def run_console(profile: Profile, *, camera: str | None = None) -> None:
-    """``camera``: a device, already probed, whose frames join the turns."""
-    require_audio_devices()
-    from livekit.agents import cli
+def run_console(
+    profile: Profile,
+    *,
+    camera: str | None = None,
+    input_device: str | None = None,
+    output_device: str | None = None,
+    out_dir: Path | None = None,
+) -> None:
+    """``camera``: a device, already probed, whose frames join the turns; the devices: as
+    ``voice-agent devices`` lists them (a part of the name will do); ``out_dir``: where the
+    events are kept (``console/events.jsonl``)."""
+    microphone, speaker = choose("input", input_device), choose("output", output_device)
+    require_audio_devices(microphone, speaker)
+    logger.info("microphone: %s; speaker: %s", microphone, speaker)
+    with opened_through_server(microphone, speaker), DeviceWatch(microphone, speaker):
+        asyncio.run(_converse(profile, microphone, speaker, camera, out_dir))
 
-    from .livekit import agent_server
 
-    sys.argv = [sys.argv[0], "console"]  # LiveKit's CLI reads its sub-command from argv
-    cli.run_app(agent_server(profile, camera=camera))
+async def _converse(
+    profile: Profile,
+    microphone: Chosen,
+    speaker: Chosen,
+    camera: str | None,
+    out_dir: Path | None,
+) -> None:
+    import sounddevice as sd
+
+    with StopSignals() as stop:
+        controlled = await unless_stopped(stop, ControlledSession.start(profile))
+        heard = ConsoleMicrophone()
+        try:
+            card = SoundCard(
+                microphone.portaudio,
+                speaker.portaudio,
+                AudioProcessing(**profile.console.model_dump()),
+                heard.push,
+            )
+            card.start()
+        except sd.PortAudioError as e:
+            await controlled.aclose()
+            raise NoAudioDeviceError(f"cannot open the microphone or speaker: {e}") from None
+        video = CameraVideoInput(camera) if camera else None
+        media = CallMedia(heard, card.speaker, camera=video, ended=[stop.event])
+        logger.info("ready: speak now (Ctrl-C ends)")
+        try:
+            await hold(controlled, "console", media, log_dir=out_dir, echo=sys.stdout)
+        finally:
+            card.close()
+            if video is not None:
+                await video.aclose()

@@ -1,7 +1,6 @@
 """LiveKit rooms: ``worker`` joins the rooms a LiveKit server dispatches to it (LiveKit SIP
-calls arrive as rooms too), and ``console`` is LiveKit's own room on this machine's microphone
-and speaker. Each job process loads the models once, in its setup; each job gets a session of
-its own over them.
+calls arrive as rooms too). Each job process loads the models once, in its setup; each job gets
+a session of its own over them.
 """
 
 from __future__ import annotations
@@ -21,13 +20,11 @@ from .. import logs, telemetry
 from ..control import ControlledSession
 from ..profile import Profile
 from ..session import SessionFactory
-from ..vision import CameraVideoInput
 
 LOAD_TIMEOUT_S = 300.0
 """A job process's setup loads the models: the first run converts the GGUF (~30 s)."""
 REACH_TIMEOUT_S = 3.0
 FACTORY = "voice_agent.factory"
-CAMERA = "voice_agent.camera"
 
 
 class WorkerConfigError(ValueError):
@@ -60,20 +57,18 @@ class LiveKitServer:
         return self
 
 
-def load_models(profile: Profile, camera: str | None, proc: JobProcess) -> None:
+def load_models(profile: Profile, proc: JobProcess) -> None:
     """A job process's setup: the models, loaded on a loop of their own (LiveKit calls this
     from inside its own); spans go to an OTLP collector if one is configured."""
     logs.tag_records()
     telemetry.export_spans()
     with ThreadPoolExecutor(max_workers=1) as loader:
         proc.userdata[FACTORY] = loader.submit(asyncio.run, SessionFactory.load(profile)).result()
-    proc.userdata[CAMERA] = camera
 
 
-def agent_server(profile: Profile, *, camera: str | None = None, **options: Any) -> AgentServer:
-    """``camera``: a device each session looks through (the console's)."""
+def agent_server(profile: Profile, **options: Any) -> AgentServer:
     server = AgentServer(
-        setup_fnc=functools.partial(load_models, profile, camera),
+        setup_fnc=functools.partial(load_models, profile),
         initialize_process_timeout=LOAD_TIMEOUT_S,
         **options,
     )
@@ -87,13 +82,9 @@ async def join_room(ctx: JobContext) -> None:
     logs.conversation_id.set(ctx.room.name)
     controlled = await ControlledSession.join(ctx.proc.userdata[FACTORY], ctx.room.name)
     ctx.add_shutdown_callback(controlled.aclose)
-    if camera := ctx.proc.userdata.get(CAMERA):
-        video = CameraVideoInput(camera)
-        controlled.session.input.video = video
-        ctx.add_shutdown_callback(video.aclose)
     await controlled.session.start(controlled.agent, room=ctx.room)
     # a phone call through LiveKit SIP is a participant: greeted once it is in the room
-    controlled.control.start(greet_after=None if ctx.is_fake_job() else ctx.wait_for_participant)
+    controlled.control.start(greet_after=ctx.wait_for_participant)
 
 
 def run_worker(profile: Profile, livekit: LiveKitServer) -> None:

@@ -1,4 +1,5 @@
-"""The lite engine's models, loaded once and shared by every session."""
+"""The lite engine's models, loaded once and shared by every session: Whisper's ears, and a
+model that answers in text (in this process, or on a server for the remote engine)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ...context import ContextOptions
 from ...models import off_the_loop
 from ...profile import Profile
 from .. import require_room_to_talk
+from .answering import AnsweringLLM
 from .intents import LocalIntents
 from .llm import LocalLLM, LocalLLMOptions
 from .stt import FasterWhisperOptions, FasterWhisperSTT
@@ -22,25 +24,31 @@ logger = logging.getLogger("voice_agent")
 
 
 class LiteModels:
-    def __init__(self, stt: FasterWhisperSTT, model: LocalLLM, vad: WebRTCVADOptions) -> None:
+    def __init__(self, stt: FasterWhisperSTT, model: AnsweringLLM[Any], vad: WebRTCVADOptions):
         self._stt = stt
         self._llm = model
         self._vad = vad
+
+    @property
+    def model(self) -> AnsweringLLM[Any]:
+        return self._llm
 
     def plugins(self) -> dict[str, Any]:
         # the recognizer starts when the speaker pauses, heard by a VAD of its own
         stt = EarlySTT(recognizer=self._stt.fork(), vad=WebRTCVAD(self._vad))
         return {"stt": stt, "llm": self._llm.fork()}
 
+    def status(self) -> dict[str, Any]:
+        return self._llm.status()
+
     async def aclose(self) -> None:
-        self._llm.runtime.worker.shutdown(wait=False, cancel_futures=True)
+        await self._llm.shutdown()
 
 
-async def load(
-    profile: Profile, instructions: str, tools: list[llm.Tool | llm.Toolset]
-) -> LiteModels:
+def recognizer(profile: Profile) -> FasterWhisperSTT:
+    """The ``[lite]`` recognizer: every engine that hears with Whisper hears with this one."""
     lite = profile.lite
-    stt = FasterWhisperSTT(
+    return FasterWhisperSTT(
         FasterWhisperOptions(
             model=lite.stt_model,
             language=lite.stt_language,
@@ -48,10 +56,31 @@ async def load(
             beam_size=lite.stt_beam_size,
         )
     )
+
+
+def templates(profile: Profile) -> LocalIntents | None:
+    """The sentence templates matched before the model, in every language the profile hears
+    (None where ``[lite] intents`` is off)."""
+    lite = profile.lite
+    if not lite.intents:
+        return None
     languages = {profile.voice.language, *profile.voice.languages, *lite.stt_languages}
-    intents = (
-        LocalIntents(languages | {lite.stt_language}, profile.devices) if lite.intents else None
-    )
+    return LocalIntents(languages | {lite.stt_language}, profile.devices)
+
+
+async def load_ears(stt: FasterWhisperSTT, intents: LocalIntents | None) -> None:
+    await off_the_loop(stt.locate)
+    logger.info("loading speech recognizer: %s", stt.model)
+    await off_the_loop(stt.load)
+    if intents is not None:
+        await off_the_loop(intents.load)
+
+
+async def load(
+    profile: Profile, instructions: str, tools: list[llm.Tool | llm.Toolset]
+) -> LiteModels:
+    lite = profile.lite
+    stt, intents = recognizer(profile), templates(profile)
     model = LocalLLM(
         LocalLLMOptions(
             model=lite.llm_model,
@@ -69,14 +98,10 @@ async def load(
         ),
         intents=intents,
     )
-    await off_the_loop(stt.locate)
     await off_the_loop(model.locate)
-    logger.info("loading speech recognizer: %s", stt.model)
-    await off_the_loop(stt.load)
+    await load_ears(stt, intents)
     logger.info("loading language model: %s", model.model)
     await off_the_loop(model.load)
-    if intents is not None:
-        await off_the_loop(intents.load)
     await require_room_to_talk(profile, model, instructions, tools)
     await model.warm(instructions, tools)
     return LiteModels(stt, model, WebRTCVADOptions(**profile.vad.model_dump()))

@@ -58,7 +58,11 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
         self._tasks: set[asyncio.Task[None]] = set()
         self._transcribing = asyncio.Lock()
         self._window = PromptWindow(
-            model.engine, model.context, lambda: model.context_window, model.meter
+            model.engine,
+            model.context,
+            lambda: model.context_window,
+            model.meter,
+            max_clips=model.engine.max_audio_clips,
         )
 
     @property

@@ -17,7 +17,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -64,7 +64,58 @@ class _Request:
     """The prompt's ids from ``reuse`` on."""
 
 
+class Phi4MMBackend(Protocol):
+    """What a conversation needs of the model, wherever it runs: here (``Phi4MMEngine``) or
+    on a server (the remote engine's audio mode). Blocking: called on the model's threads."""
+
+    provider: str
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def max_new_tokens(self) -> int: ...
+
+    @property
+    def context_window(self) -> int: ...
+
+    @property
+    def max_audio_clips(self) -> int | None:
+        """The most clips a request may carry (None: as many as the window holds)."""
+        ...
+
+    def locate(self) -> None: ...
+
+    def load(self) -> None: ...
+
+    def forget(self, thread: str) -> None: ...
+
+    def count_tokens(self, part: PromptPart) -> int: ...
+
+    def image_tokens(self, part: PromptPart) -> int: ...
+
+    def generate(
+        self,
+        parts: Sequence[PromptPart],
+        adapter: Adapter,
+        *,
+        on_text: Callable[[str], None],
+        cancelled: threading.Event,
+        max_new_tokens: int | None = None,
+        thread: str = "chat",
+        avoid: str = "",
+    ) -> GenerationStats: ...
+
+    def transcribe(self, clips: Sequence[np.ndarray], *, max_new_tokens: int = 0) -> str: ...
+
+    def status(self) -> dict[str, Any]:
+        """What ``/status`` shows of the model."""
+        ...
+
+
 class Phi4MMEngine:
+    provider = "transformers"
+
     def __init__(self, options: Phi4MMOptions | None = None) -> None:
         self.options = options or Phi4MMOptions()
         self._loaded: LoadedModel | None = None
@@ -74,6 +125,25 @@ class Phi4MMEngine:
         self._adapter: Adapter = None
         """The adapter the model runs with: the engine alone switches it (loading leaves both
         off), since switching walks every layer of the model."""
+
+    @property
+    def name(self) -> str:
+        return self.options.model
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.options.max_new_tokens
+
+    @property
+    def max_audio_clips(self) -> int | None:
+        return None
+
+    def locate(self) -> None:
+        """Fail now, naming what is missing, if the weights are not on this machine."""
+        resolve_checkpoint(self.options.model, self.options.revision)
+
+    def status(self) -> dict[str, Any]:
+        return {}
 
     @property
     def loaded(self) -> LoadedModel:

@@ -19,9 +19,8 @@ from audio.segmenter import SegmenterOptions
 
 from ...context import ContextMeter, ContextOptions
 from ...vision import FrameNote, VisionOptions
-from .checkpoint import resolve_checkpoint
 from .conversation import Phi4MMRealtimeSession
-from .engine import Phi4MMEngine, Phi4MMOptions
+from .engine import Phi4MMBackend, Phi4MMEngine, Phi4MMOptions
 from .prompt import card_tools, render
 from .records import Records
 
@@ -37,7 +36,7 @@ class Phi4MMRealtimeModel(llm.RealtimeModel):
         options: Phi4MMOptions | None = None,
         *,
         segmenter: SegmenterOptions | None = None,
-        engine: Phi4MMEngine | None = None,
+        engine: Phi4MMBackend | None = None,
         worker: ThreadPoolExecutor | None = None,
         context: ContextOptions | None = None,
         vision: VisionOptions | None = None,
@@ -57,7 +56,7 @@ class Phi4MMRealtimeModel(llm.RealtimeModel):
                 mutable_tools=True,
             )
         )
-        self.engine = engine or Phi4MMEngine(options)
+        self.engine: Phi4MMBackend = engine or Phi4MMEngine(options)
         self.segmenter = segmenter
         self.context = context or ContextOptions()
         self.vision = vision or VisionOptions()
@@ -92,15 +91,15 @@ class Phi4MMRealtimeModel(llm.RealtimeModel):
 
     @property
     def model(self) -> str:
-        return self.engine.options.model
+        return self.engine.name
 
     @property
     def provider(self) -> str:
-        return "transformers"
+        return self.engine.provider
 
     def locate(self) -> None:
         """Fail now, naming what is missing, if the weights are not on this machine."""
-        resolve_checkpoint(self.engine.options.model, self.engine.options.revision)
+        self.engine.locate()
 
     def load(self) -> None:
         """Load the weights now (blocking), so the first turn is not the one that waits."""

@@ -4,6 +4,7 @@ there is no separate recognizer."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from livekit.agents import llm
@@ -22,14 +23,25 @@ logger = logging.getLogger("voice_agent")
 
 
 class Phi4MMModels:
-    def __init__(self, model: Phi4MMRealtimeModel) -> None:
+    def __init__(
+        self,
+        model: Phi4MMRealtimeModel,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._model = model
+        self._on_close = on_close
+        """What else the engine lets go of at the end (the remote engine's replicas)."""
 
     def plugins(self) -> dict[str, Any]:
         return {"llm": self._model.fork()}
 
+    def status(self) -> dict[str, Any]:
+        return self._model.engine.status()
+
     async def aclose(self) -> None:
         self._model.shutdown()
+        if self._on_close is not None:
+            await self._on_close()
 
 
 async def load(
