@@ -94,6 +94,7 @@ class ControlledSession:
         return cls(session, agent, control, bridge, factory=factory if owns_factory else None)
 
     async def aclose(self, *, drain_s: float = 3.0) -> None:
+        self.session.addressing.close()
         await self.control.aclose()
         await self.session.userdata.timers.aclose()
         if self.bridge is not None:
@@ -144,6 +145,10 @@ class SessionControl:
             session.on("function_tools_executed", lambda e: self._tools(bridge, e))
             if (meter := meter_of(session.llm)) is not None:
                 meter.on("context_trimmed", lambda trim: self._trimmed(bridge, trim))
+            if isinstance(session, ConversationSession) and not session.addressing.always:
+                session.addressing.on(
+                    "changed", lambda change: bridge.publish_event("addressing", **asdict(change))
+                )
 
     def start(self, *, greet_after: Callable[[], Awaitable[object]] | None = None) -> None:
         """Begin obeying and speaking, the greeting first (once ``greet_after()`` is done: a
@@ -181,6 +186,10 @@ class SessionControl:
             await self._switch_language(command.argument)
         elif command.name == "end":
             session.shutdown(drain=True)
+        elif command.name == "listen":
+            if not isinstance(session, ConversationSession):
+                raise ValueError("this session cannot be addressed")
+            session.addressing.listen("mqtt")
         elif command.name == "transfer":
             if session.userdata.phone is None:
                 raise ValueError(NOT_A_CALL)

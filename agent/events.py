@@ -28,7 +28,9 @@ from audio.file_io import Timeline
 from audio.language import TurnLanguage
 from audio.tts import Pyttsx3TTS
 
+from .addressing import AddressingChanged
 from .context import ContextMeter, Trim, meter_of
+from .session import ConversationSession
 from .tool_calls import INTENT_CALL_PREFIX
 
 METRIC_NAMES = ("eou_delay_s", "ttft_s", "ttfs_s", "ttfb_s", "e2e_latency_s")
@@ -127,6 +129,9 @@ class EventLog:
         session.on("error", self._on_error)
         if session.stt is not None:  # the plugin's own metrics: the session's are deprecated
             session.stt.on("metrics_collected", self._on_stt_metrics)
+        if isinstance(session, ConversationSession) and not session.addressing.always:
+            session.addressing.on("changed", self._on_addressing)
+            session.addressing.on("ignored", self._on_ignored)
 
     def write(self, kind: str, **fields: Any) -> None:
         record = {"type": kind, "t": round(self._timeline.now(), 3), **fields}
@@ -280,6 +285,16 @@ class EventLog:
             "stt", audio_s=round(metrics.audio_duration, 3), duration_s=round(metrics.duration, 3)
         )
         self.metrics["stt_s"].append(metrics.duration)
+
+    def _on_addressing(self, change: AddressingChanged) -> None:
+        self.write("addressing", state=change.state, by=change.by)
+        self.say("state", f"{change.state} ({change.by})")
+
+    def _on_ignored(self, transcript: str) -> None:
+        """Speech not for the agent: no turn, and the next turn starts afresh."""
+        self.write("ignored", start=_rounded(self._turn_start), transcript=transcript)
+        self.say("heard", f"{transcript} (not for the agent)")
+        self._turn_start = self._unanswered_end = None
 
     def _on_false_interruption(self, event: AgentFalseInterruptionEvent) -> None:
         self.write("interruption", by="noise", resumed=event.resumed)

@@ -220,6 +220,27 @@ class ConsoleSettings(_Section):
     auto_gain_control: bool = True
 
 
+class AddressingSettings(_Section):
+    """How the assistant knows that speech is for it (agent/addressing.py)."""
+
+    mode: Literal["always", "wake_phrase", "push_to_talk"] = "always"
+    """"always": every turn is for it; "wake_phrase": a turn that begins with one of
+    ``wake_phrases``; "push_to_talk": turns after the console's Enter key, MQTT ``cmd/listen``
+    or the browser's Talk button."""
+    wake_phrases: list[str] = ["hey computer"]
+    """Said before the request, in the same breath or alone (then it answers "Yes?")."""
+    listen_s: float = Field(8.0, ge=1, le=600)
+    """Once addressed, follow-ups need no wake phrase until this long has passed in silence
+    after its reply."""
+
+    @field_validator("wake_phrases")
+    @classmethod
+    def _some_words(cls, phrases: list[str]) -> list[str]:
+        if not phrases or not all(any(c.isalnum() for c in p) for p in phrases):
+            raise ValueError("give at least one wake phrase, each with a word in it")
+        return phrases
+
+
 class MqttSection(_Section):
     enabled: bool = False
     url: str = "mqtt://127.0.0.1:1883"
@@ -250,6 +271,7 @@ class Profile(_Section):
     vision: VisionSettings = VisionSettings()
     call: CallSettings = CallSettings()
     console: ConsoleSettings = ConsoleSettings()
+    addressing: AddressingSettings = AddressingSettings()
     mqtt: MqttSection = MqttSection()
     devices: dict[str, str] = {}
     """Device name → MQTT topic: the only devices the device tools may touch."""

@@ -46,6 +46,10 @@ MAX_OFFER_BYTES = 64 * 1024
 """A browser's offer is 2–10 KB."""
 
 
+LISTEN_MESSAGE = '{"type": "listen"}'
+"""What the page sends on the events channel when its Talk button is pressed."""
+
+
 class ServeConfigError(ValueError):
     """The server cannot start as asked; the message is meant for the user."""
 
@@ -153,6 +157,13 @@ class WebConversation:
     def _on_channel(self, channel: RTCDataChannel) -> None:
         self.events.attach(channel)
         channel.on("close", self.ended.set)  # a closed tab: its channel goes first
+        channel.on("message", self._on_message)
+
+    def _on_message(self, message: str | bytes) -> None:
+        """The page's Talk button; anything else a client sends is not for us."""
+        addressing = self.controlled.session.addressing
+        if message == LISTEN_MESSAGE and not addressing.always:
+            addressing.listen("browser")
 
     def _on_track(self, track: Any) -> None:
         if track.kind == "audio" and self.mic is None:
@@ -303,11 +314,13 @@ async def serve(factory: SessionFactory, options: ServeOptions, stop: asyncio.Ev
             raise ServeConfigError(
                 f"cannot listen on {options.host}:{options.port}: {e.strerror or e}"
             ) from None
-        what = "open it in a browser" if options.web else "/status and /metrics only"
-        print(f"serving on {options.url} — {what}", flush=True)
         if options.sip is not None:
             sip = SipServer(factory, options.sip, pool, options.log_dir)
             await sip.start()
+        # said once everything listens: a script that waits for the first line may call at once
+        what = "open it in a browser" if options.web else "/status and /metrics only"
+        print(f"serving on {options.url} — {what}", flush=True)
+        if sip is not None:
             print(f"serving on {sip.address} — call it", flush=True)
         await stop.wait()
     finally:

@@ -27,7 +27,8 @@ from tools.devices import DeviceGateway
 from tools.mqtt import MqttBridge, MqttSettings
 from tools.services import AgentServices
 
-from .engines import LoadedEngine, load_engine
+from .addressing import AddressedAgent, Addressing
+from .engines import ENGINES, LoadedEngine, load_engine
 from .models import bundled_smart_turn, off_the_loop
 from .profile import Profile, ProfileError
 from .vision import FrameSampler, vision_options
@@ -94,10 +95,14 @@ class ConversationSession(AgentSession[AgentServices]):
     LiveKit appends every event to a list that lives as long as the session, for a report we
     do not make (events.jsonl is ours): over a kiosk's day that list is a leak."""
 
-    def __init__(self, *, frame_sampler: FrameSampler, **options: Any) -> None:
+    def __init__(
+        self, *, frame_sampler: FrameSampler, addressing: Addressing, **options: Any
+    ) -> None:
         super().__init__(video_sampler=frame_sampler, **options)
         self.frame_sampler = frame_sampler
         """Which camera frames reach the model; a transport with a clock of its own sets it."""
+        self.addressing = addressing
+        addressing.attach(self)
         listeners: list[Hears] = [self.userdata]  # the tools that speak
         for plugin in (self.tts, self.llm):
             if isinstance(plugin, Hears):
@@ -137,6 +142,13 @@ class SessionFactory:
             tools = resolve_tools(profile.tools)
         except LookupError as e:
             raise ProfileError(f"profile {profile.name!r}: {e.args[0]}") from None
+        mode = profile.addressing.mode
+        if mode != "always" and not ENGINES[profile.engine].transcribes(profile):
+            raise ProfileError(
+                f"profile {profile.name!r}: addressing.mode {mode!r} needs the user's words "
+                f"written by a recognizer, and the {profile.engine} engine hears audio "
+                "(lite, or remote in text mode, can)"
+            )
         try:
             voice = Pyttsx3TTS(_voice_options(profile))  # the language identifier loads once
             for language in [profile.voice.language, *profile.voice.languages]:
@@ -184,6 +196,7 @@ class SessionFactory:
             aec_warmup_duration=None,
             user_away_timeout=None,
             frame_sampler=FrameSampler(vision_options(profile)),
+            addressing=(addressing := Addressing(profile.addressing)),
             **self.engine.plugins(),
         )
         if turn_detector is not None:
@@ -194,7 +207,12 @@ class SessionFactory:
                     heard(event.transcript)
 
             session.on("user_input_transcribed", transcribed)
-        return session, Agent(instructions=self.instructions, tools=self.tools)
+        if addressing.always:
+            return session, Agent(instructions=self.instructions, tools=self.tools)
+        agent = AddressedAgent(
+            addressing=addressing, instructions=self.instructions, tools=self.tools
+        )
+        return session, agent
 
     async def aclose(self) -> None:
         await self.engine.aclose()

@@ -24,7 +24,16 @@ class PromptError(LookupError):
 
 
 Phrase = Literal[
-    "repeat", "failed", "unreachable", "answer_in", "time", "date", "offline", "transfer", "goodbye"
+    "repeat",
+    "failed",
+    "unreachable",
+    "answer_in",
+    "time",
+    "date",
+    "offline",
+    "transfer",
+    "goodbye",
+    "listening",
 ]
 
 

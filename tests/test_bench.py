@@ -182,3 +182,11 @@ def test_vad_bench_hears_speech_through_a_dc_offset_and_white_noise(tmp_path):
         assert ours["utterances"] == 1.0 and ours["alone"] == 0 == ours["false"], condition
     assert figures["dc 0.5"]["webrtcvad"]["utterances"] == 1.0, "the offset is removed by default"
     assert set(figures["babble 5 dB"]) == {"webrtcvad", "+ high-pass", "+ denoise", "silero"}
+
+
+def test_addressing_bench_counts_false_replies_and_answered_requests(tmp_path):
+    figures = bench("bench/addressing.py", "--quick", tmp_path=tmp_path)
+    assert figures["nearby"]["ignored"] >= 1 and figures["nearby"]["false_replies"] == 0
+    addressed = figures["addressed"]
+    assert addressed["requests"] == 2 and addressed["answered_always"] == 2, addressed
+    assert addressed["answered"] >= 1 and addressed["phrase_adds_s"] is not None, addressed

@@ -1,7 +1,8 @@
 """The desktop assistant through a real sound server (PulseAudio): it lists the microphones
 and speakers by the names the desktop gives them, opens the ones named, answers a spoken
-conversation on the speaker, says when the microphone is unplugged and plugged back, and
-ends on Ctrl-C without a traceback."""
+conversation on the speaker, says when the microphone is unplugged and plugged back, ends on
+Ctrl-C without a traceback, answers push-to-talk only after Enter, and does not interrupt itself
+when the speaker is heard by the microphone."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ class Console:
             [sys.executable, "-m", "agent.cli", "console", *options],
             cwd=REPO,
             env=server.env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -77,6 +78,11 @@ class Console:
             assert self.process.poll() is None, "".join(self.lines)
             assert time.monotonic() < deadline, "".join(self.lines)
             time.sleep(0.1)
+
+    def press_enter(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write("\n")
+        self.process.stdin.flush()
 
     def said(self, text: str) -> Callable[[list[str]], bool]:
         return lambda lines: any(text in line for line in lines)
@@ -117,6 +123,29 @@ def test_the_console_answers_a_conversation_through_the_sound_server(
     assert "Traceback" not in output and "Exception" not in output, output
     heard = words(" ".join(spoken_apart(load_audio(tmp_path / "speaker.wav", 16000))))
     assert "paris" in heard.split(), f"the speaker said: {heard}"
+
+
+def test_push_to_talk_answers_only_what_is_said_after_enter(server: SoundServer, tmp_path):
+    desktop = (REPO / "agent" / "profiles" / "desktop.toml").read_text()
+    profile = tmp_path / "push_to_talk.toml"
+    profile.write_text(desktop + '\n[addressing]\nmode = "push_to_talk"\nlisten_s = 5\n')
+    question = tmp_path / "question.wav"
+    subprocess.run(["espeak-ng", "-w", str(question), "What time is it?"], check=True)
+    console = Console(
+        server, "--profile", str(profile), "--input-device", "mic", "--output-device", "speaker"
+    )
+    try:
+        console.wait_for(console.said("ready: press Enter, then speak"), timeout=240)
+        assert server.speak(question).wait(timeout=30) == 0
+        console.wait_for(console.said("(not for the agent)"), timeout=30)
+        console.press_enter()
+        console.wait_for(console.said("state: listening (key)"), timeout=10)
+        assert server.speak(question).wait(timeout=30) == 0
+        console.wait_for(lambda _: len(console.replies()) >= 1, timeout=60)
+        console.wait_for(console.said("state: waiting (timeout)"), timeout=30)
+    finally:
+        output = console.stop()
+    assert len(console.replies()) == 1 and "get_time({})" in output, output
 
 
 def spoken_apart(samples: np.ndarray) -> list[str]:

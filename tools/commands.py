@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-COMMANDS = ("say", "mute", "unmute", "language", "end", "transfer")
+COMMANDS = ("say", "mute", "unmute", "language", "end", "transfer", "listen")
 MAX_SAY_CHARS = 2000
 """About two minutes of speech: more is a mistake or an attack, not an announcement."""
 _LANGUAGE = re.compile(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8}){0,3}")
@@ -31,7 +31,7 @@ def parse_command(name: str, payload: bytes) -> Command:
     """The command a message on ``cmd/<name>`` asks for."""
     if name not in COMMANDS:
         raise CommandRefused(f"unknown command (known: {', '.join(COMMANDS)})")
-    if name in ("mute", "unmute", "end", "transfer"):
+    if name in ("mute", "unmute", "end", "transfer", "listen"):
         return Command(name)  # the payload carries nothing
     try:
         text = payload.decode("utf-8").strip()

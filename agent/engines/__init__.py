@@ -29,13 +29,21 @@ class EngineEntry:
     sees: Callable[[Profile], bool] = lambda _: False
     """Whether the engine's model, as the profile sets it, reads images (camera frames,
     ``--image``)."""
+    transcribes: Callable[[Profile], bool] = lambda _: True
+    """Whether a recognizer writes the user's words before the model reads them (a wake
+    phrase is heard in them)."""
 
 
 ENGINES: dict[str, EngineEntry] = {
     "lite": EngineEntry("agent.engines.lite.shared", "llm_model"),
-    "phi4mm": EngineEntry("agent.engines.phi4mm.shared", "model", sees=lambda _: True),
+    "phi4mm": EngineEntry(
+        "agent.engines.phi4mm.shared", "model", sees=lambda _: True, transcribes=lambda _: False
+    ),
     "remote": EngineEntry(
-        "agent.engines.remote.shared", "model", sees=lambda p: p.remote.mode == "audio"
+        "agent.engines.remote.shared",
+        "model",
+        sees=lambda p: p.remote.mode == "audio",
+        transcribes=lambda p: p.remote.mode == "text",
     ),
 }
 

@@ -9,8 +9,11 @@ for the conversation (``devices.py``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from livekit import rtc
@@ -18,6 +21,7 @@ from livekit.agents.utils import aio
 
 from audio.sound_card import AudioProcessing, SoundCard
 
+from ..addressing import Addressing
 from ..control import ControlledSession
 from ..conversations import CallerAudio, CallMedia, hold
 from ..profile import Profile
@@ -111,10 +115,48 @@ async def _converse(
             raise NoAudioDeviceError(f"cannot open the microphone or speaker: {e}") from None
         video = CameraVideoInput(camera) if camera else None
         media = CallMedia(heard, card.speaker, camera=video, ended=[stop.event])
-        logger.info("ready: speak now (Ctrl-C ends)")
+        addressing = controlled.session.addressing
+        logger.info("ready: %s (Ctrl-C ends)", _how_to_speak(addressing))
         try:
-            await hold(controlled, "console", media, log_dir=out_dir, echo=sys.stdout)
+            with enter_key(addressing):
+                await hold(controlled, "console", media, log_dir=out_dir, echo=sys.stdout)
         finally:
             card.close()
             if video is not None:
                 await video.aclose()
+
+
+def _how_to_speak(addressing: Addressing) -> str:
+    settings = addressing.settings
+    if settings.mode == "wake_phrase":
+        return f"say {settings.wake_phrases[0]!r} and your request"
+    if settings.mode == "push_to_talk":
+        return "press Enter, then speak"
+    return "speak now"
+
+
+@contextlib.contextmanager
+def enter_key(addressing: Addressing) -> Iterator[None]:
+    """Push-to-talk from the terminal: any line typed (Enter) makes the agent listen."""
+    if addressing.settings.mode != "push_to_talk":
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    stdin = sys.stdin.fileno()
+
+    def pressed() -> None:
+        if not os.read(stdin, 4096):  # the input ended: no more keys
+            loop.remove_reader(stdin)
+            return
+        addressing.listen("key")
+
+    try:
+        loop.add_reader(stdin, pressed)
+    except (OSError, ValueError):  # a file, not a terminal or a pipe
+        logger.warning("no terminal to press Enter in: MQTT cmd/listen still makes it listen")
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_reader(stdin)
