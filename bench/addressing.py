@@ -113,13 +113,21 @@ def _replies(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _answered(events: list[dict[str, Any]], ends: list[float]) -> list[float | None]:
-    """The e2e of each request that got a turn of its own and a reply to it."""
+    """The e2e of each request that got a turn of its own and a reply to it; what was heard
+    of each other one is printed."""
     e2e = []
-    for end in ends:
+    for request, end in zip(REQUESTS, ends, strict=True):
         turns = [e for e in events if e["type"] == "user_turn" and abs((e["end"] or 0) - end) < 1.5]
         replies = [r for r in _replies(events) if end < r["t"] < end + ROOM_S]
         if turns and replies:
             e2e.append(replies[0]["metrics"].get("e2e_latency_s"))
+            continue
+        heard = [
+            e["transcript"]
+            for e in events
+            if e["type"] in ("user_turn", "ignored") and abs(e["t"] - end) < 3.0
+        ]
+        print(f"  missed {request!r}: heard {' | '.join(heard) or 'nothing'}", flush=True)
     return e2e
 
 
