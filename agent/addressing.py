@@ -96,9 +96,7 @@ class Addressing(rtc.EventEmitter[Literal["changed", "ignored"]]):
 
     def heard(self, transcript: str) -> str | None:
         """What of a final transcript is for the assistant: the text to answer, "" for the
-        wake phrase alone, None for nothing."""
-        if self.always:
-            return transcript
+        wake phrase alone, None for nothing (always: it is always listening)."""
         request = None
         if self.settings.mode == "wake_phrase":
             request = after_wake_phrase(transcript, self.settings.wake_phrases)
