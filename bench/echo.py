@@ -14,6 +14,7 @@ into the microphone at full level, as someone nearer to it than the loudspeaker.
 
 - self-interruptions: passages nobody spoke over that were cut, or paused as for a false
   interruption, and turns the agent took from its own voice; per hour of its speech;
+- read to the end: passages nobody spoke over that were not cut;
 - barge-ins heard: passages spoken over that were cut.
 """
 
@@ -96,7 +97,7 @@ class Console:
 
 async def run(server: SoundServer, broker: Broker, folder: Path, aec: bool, args: Any) -> dict:
     console = Console(server, broker, folder, aec)
-    spoken_over: list[bool] = []
+    said: list[tuple[dict[str, Any], bool]] = []
     try:
         await console.until(lambda: console.said("MQTT connected"), timeout=300)
         async with aiomqtt.Client("127.0.0.1", broker.port) as client:
@@ -105,14 +106,17 @@ async def run(server: SoundServer, broker: Broker, folder: Path, aec: bool, args
             every = expected / args.barge_ins if args.barge_ins else expected + 1
             n = 0
             while _speaking_s(console.events()) < args.minutes * 60 and n < 3 * expected:
-                over = int(n % every) == 0 and sum(spoken_over) < args.barge_ins
-                spoken_over.append(over)
+                over = int(n % every) == 0 and sum(o for _, o in said) < args.barge_ins
+                before = len(console.events())
                 await _passage(console, client, server, over)
                 n += 1
-                print(f"  {'on' if aec else 'off'}: passage {n}: {_outcome(console.events())}")
+                events = console.events()[before:]
+                print(f"  {'on' if aec else 'off'}: passage {n}: {_outcome(events)}")
+                if reply := _passage_reply(events):
+                    said.append((reply, over))
     finally:
         console.stop()
-    return _scored(console.events(), spoken_over)
+    return _scored(console.events(), said)
 
 
 async def _passage(
@@ -131,20 +135,25 @@ async def _passage(
 
 
 def _outcome(events: list[dict[str, Any]]) -> str:
-    """What the last passage came to, and what was heard during it: the line that tells a
-    failed run's story."""
-    replies = [e for e in events if e["type"] == "agent_reply"]
-    said = [i for i, e in enumerate(replies) if e["text"][:40] in PASSAGE]
-    if not said:
+    """What a passage came to, and what was heard during it (``events``: those written since
+    it was asked for): the line that tells a failed run's story."""
+    reply = _passage_reply(events)
+    if reply is None:
         return "not said"
-    start = replies[said[-1]].get("start") or replies[said[-1]]["t"]
+    start = reply.get("start") or reply["t"]
     heard = [
         f"{e['type']} {e.get('by') or e.get('transcript', '')!r}"
         for e in events
         if e["type"] in ("interruption", "user_turn") and e["t"] >= start
     ]
-    cut = "cut" if replies[said[-1]]["interrupted"] else "read to its end"
+    cut = "cut" if reply["interrupted"] else "read to its end"
     return f"{cut}; heard: {', '.join(heard) or 'nothing'}"
+
+
+def _passage_reply(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The passage's own reply among ``events`` (those since it was asked for), if said."""
+    replies = [e for e in events if e["type"] == "agent_reply" and e["text"][:40] in PASSAGE]
+    return replies[0] if replies else None
 
 
 def _speaking(events: list[dict[str, Any]]) -> bool:
@@ -162,11 +171,11 @@ def _listening(events: list[dict[str, Any]]) -> bool:
     return bool(states) and states[-1] == "listening"
 
 
-def _scored(events: list[dict[str, Any]], spoken_over: list[bool]) -> dict[str, Any]:
-    passages = [e for e in events if e["type"] == "agent_reply" and e["text"][:40] in PASSAGE]
+def _scored(events: list[dict[str, Any]], said: list[tuple[dict[str, Any], bool]]) -> dict:
+    """``said``: each passage's reply, and whether the person spoke over it."""
     speaking_s = _speaking_s(events)
-    quiet = [p for p, over in zip(passages, spoken_over, strict=False) if not over]
-    over = [p for p, was_over in zip(passages, spoken_over, strict=False) if was_over]
+    quiet = [reply for reply, over in said if not over]
+    over = [reply for reply, was_over in said if was_over]
     windows = [(p.get("start") or p["t"], p["t"]) for p in quiet]
     paused = [
         e
@@ -184,9 +193,10 @@ def _scored(events: list[dict[str, Any]], spoken_over: list[bool]) -> dict[str, 
     hours = speaking_s / 3600
     return {
         "agent_speech_s": round(speaking_s, 1),
-        "passages": len(passages),
+        "passages": len(said),
         "self_interruptions": cut + len(paused) + len(own_turns),
         "cut": cut,
+        "read_to_end": len(quiet) - cut,
         "paused": len(paused),
         "own_voice_turns": len(own_turns),
         "own_voice_heard": [e.get("transcript", "") for e in own_turns],

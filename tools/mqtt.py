@@ -211,8 +211,11 @@ class MqttBridge(rtc.EventEmitter[Literal["error"]]):
                     logger.info(
                         "MQTT connected to %s as %s", self.settings.address, self.settings.base
                     )
-                    await asyncio.gather(self._send(client), self._receive(client))
-            except aiomqtt.MqttError as e:
+                    async with asyncio.TaskGroup() as group:  # one ends, both end
+                        group.create_task(self._send(client))
+                        group.create_task(self._receive(client))
+            except* aiomqtt.MqttError as errors:
+                e = errors.exceptions[0]
                 if self.connected.is_set():
                     logger.warning("MQTT connection to %s lost (%s)", self.settings.address, e)
                 elif delay == BACKOFF_S[0]:

@@ -39,6 +39,9 @@ class Route:
     prefix cache holds the conversation's history."""
 
     replica: Replica | None = None
+    failed: Replica | None = None
+    """The last replica that failed it: even once that one is back, the next turn goes to
+    another where another answers (a replica that froze mid-reply may freeze again)."""
 
 
 async def streamed_reply(
@@ -63,8 +66,8 @@ async def streamed_reply(
 
     while True:
         try:
-            if route.replica is None or not route.replica.up:
-                route.replica = replicas.assign(route)
+            if route.replica is None or not route.replica.up or route.replica is route.failed:
+                route.replica = replicas.assign(route, avoid=route.failed)
         except NoReplicaError:
             on_text(phrase("unreachable", language))
             return GenerationStats(0, 0, 0), []
@@ -72,6 +75,7 @@ async def streamed_reply(
             return await _streamed(route.replica, body, heard, cancelled, prompt_tokens)
         except REPLICA_FAILURES as e:
             replicas.failed(route.replica, e)
+            route.failed = route.replica
             if said:
                 on_text(" " + phrase("repeat", language))
                 return GenerationStats(0, 0, len(said)), []

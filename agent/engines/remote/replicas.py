@@ -82,12 +82,14 @@ class Replicas:
         for replica in self.replicas:
             await replica.client.close()
 
-    def assign(self, conversation: object) -> Replica:
-        """A replica for ``conversation`` (leaving the one it had): the one that answers with
-        the fewest conversations, the first listed on a tie."""
+    def assign(self, conversation: object, avoid: Replica | None = None) -> Replica:
+        """A replica for ``conversation`` (leaving the one it had): of those that answer,
+        other than ``avoid`` where another answers, the one with the fewest conversations,
+        the first listed on a tie."""
         for replica in self.replicas:
             replica.talking.discard(conversation)
         up = [replica for replica in self.replicas if replica.up]
+        up = [replica for replica in up if replica is not avoid] or up
         if not up:
             raise NoReplicaError(
                 "no server of the remote engine answers: "
