@@ -209,6 +209,7 @@ def _serve(args: argparse.Namespace) -> int:
             tls_key=Path(args.tls_key) if args.tls_key else None,
             web=not args.no_web,
             sip=sip,
+            record_calls=profile.call.record,
         ).checked()
         asyncio.run(_serve_until_stopped(profile, options))
     except (ServeConfigError, SipConfigError) as e:

@@ -150,12 +150,17 @@ class SessionControl:
                     "changed", lambda change: bridge.publish_event("addressing", **asdict(change))
                 )
 
-    def start(self, *, greet_after: Callable[[], Awaitable[object]] | None = None) -> None:
+    def start(
+        self, *, greet_after: Callable[[], Awaitable[object]] | None = None, notice: str = ""
+    ) -> None:
         """Begin obeying and speaking, the greeting first (once ``greet_after()`` is done: a
-        caller hears nothing sent before the audio flows); the session must be running
-        (commands that came earlier have waited in the bridge)."""
-        if self._greeting:
-            self._tasks.append(asyncio.create_task(self._greet(greet_after), name="greeting"))
+        caller hears nothing sent before the audio flows), after ``notice`` ("This call is
+        recorded."); the session must be running (commands that came earlier have waited in
+        the bridge)."""
+        if greeting := " ".join(text for text in (notice, self._greeting) if text):
+            self._tasks.append(
+                asyncio.create_task(self._greet(greeting, greet_after), name="greeting")
+            )
         if self.call.max_s:
             self._tasks.append(asyncio.create_task(self._limit(self.call.max_s), name="limit"))
         self._tasks.append(asyncio.create_task(self._speak(), name="announcements"))
@@ -209,10 +214,10 @@ class SessionControl:
         if self._bridge is not None:
             self._bridge.report_now()
 
-    async def _greet(self, after: Callable[[], Awaitable[object]] | None) -> None:
+    async def _greet(self, greeting: str, after: Callable[[], Awaitable[object]] | None) -> None:
         if after is not None:
             await after()
-        self._says.appendleft((self._greeting, "greeting"))
+        self._says.appendleft((greeting, "greeting"))
         self._say_added.set()
 
     async def _limit(self, max_s: float) -> None:

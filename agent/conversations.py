@@ -91,11 +91,12 @@ async def hold(
     log_dir: Path | None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
     echo: TextIO | None = None,
+    notice: str = "",
 ) -> None:
     """The conversation, from its start until the agent or the caller ends it; its events go
     to ``log_dir/<id>/events.jsonl`` and ``on_record``, its turns printed to ``echo``. The
-    profile's greeting is spoken once the caller's audio flows: what is sent before the media
-    path works is never heard."""
+    profile's greeting, after ``notice``, is spoken once the caller's audio flows: what is sent
+    before the media path works is never heard."""
     session = controlled.session
     session.input.audio = media.mic
     if media.camera is not None:
@@ -125,7 +126,7 @@ async def hold(
 
     try:
         await session.start(controlled.agent, record=False)
-        controlled.control.start(greet_after=media.mic.flowing.wait)
+        controlled.control.start(greet_after=media.mic.flowing.wait, notice=notice)
         ended = (e.wait() for e in (closed, media.mic.ended, *media.ended))
         await first_of(gone_silent(), *ended)
     finally:

@@ -210,6 +210,10 @@ class CallSettings(_Section):
     transfer_to: str = ""
     """Where ``transfer_call`` sends a phone caller: a SIP URI, or a number dialled at the
     host the call came from ("" = no transfers)."""
+    record: bool = False
+    """Each phone call's stereo WAV (caller left, agent right) beside its events under
+    ``serve --log-dir``, written as the call goes; ``record_notice`` is said first."""
+    record_notice: str = "This call is recorded."
 
 
 class ConsoleSettings(_Section):

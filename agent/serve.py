@@ -68,6 +68,8 @@ class ServeOptions:
     way: a phone-only server is watched too)."""
     sip: SipOptions | None = None
     """Also (or only) answer phone calls over SIP."""
+    record_calls: bool = False
+    """The profile's ``[call] record``: each phone call's WAV goes under ``log_dir``."""
 
     def checked(self) -> ServeOptions:
         """Refuse what would expose a microphone to the network without a token."""
@@ -82,6 +84,11 @@ class ServeOptions:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ServeConfigError("give both --tls-cert and --tls-key, or neither")
         self.ssl_context()  # a certificate that cannot be used is named before any model loads
+        if self.record_calls and self.sip is not None and self.log_dir is None:
+            raise ServeConfigError(
+                "the profile records calls ([call] record = true): give --log-dir, where each "
+                "call's conversation.wav is written beside its events"
+            )
         if self.log_dir is not None:
             try:
                 self.log_dir.mkdir(parents=True, exist_ok=True)

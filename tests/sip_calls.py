@@ -1,9 +1,10 @@
 """Real phones calling a real ``voice-agent serve --sip``, inside a network namespace of its own.
 
 Run by tests/test_sip.py inside a network namespace (``conftest.isolated``), as
-``python tests/sip_calls.py OUT_DIR`` (the lite engine, every scenario) or
+``python tests/sip_calls.py OUT_DIR`` (the lite engine, every scenario, every call recorded),
 ``python tests/sip_calls.py --phi4mm MODEL_DIR OUT_DIR`` (one call, to the Phi-4-multimodal
-engine). Each phone is Debian's baresip: its microphone a WAV from shared/audio (``aufile``),
+engine) or ``python tests/sip_calls.py --killed OUT_DIR`` (one recorded call, the server killed
+in it). Each phone is Debian's baresip: its microphone a WAV from shared/audio (``aufile``),
 and what it hears recorded by its ``sndfile`` module.
 
 Writes OUT_DIR/result.json: what each phone heard and logged, and what the server wrote.
@@ -15,7 +16,9 @@ import json
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
+import wave
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +40,9 @@ AGENT = f"sip:agent@{HOST}:{SIP_PORT}"
 OPERATOR_PORT = 5200
 OPERATOR = f"sip:operator@{HOST}:{OPERATOR_PORT}"
 RATE = 8000
-GREETING_S = 5.0
-"""Silence before the caller speaks: the greeting is heard whole first."""
+GREETING_S = 6.5
+"""Silence before the caller speaks: the greeting (after the recording notice) is heard whole
+first."""
 CALL_TIMEOUT_S = 90
 
 
@@ -160,27 +164,47 @@ def greeted(log_dir: Path, other_than: set[str]) -> str | None:
     return None
 
 
-def call_profile(out_dir: Path, english: str = "piper") -> Path:
+def call_profile(out_dir: Path, english: str = "piper", *, record: bool = False) -> Path:
     """The built-in call profile, transferring to the operator's phone, with ``english`` as
-    its English voice."""
+    its English voice, recording each call if ``record``."""
     text = (REPO / "agent/profiles/call.toml").read_text()
-    assert 'transfer_to = ""' in text and "[voice]\n" in text
+    assert 'transfer_to = ""' in text and "[voice]\n" in text and "record = false" in text
     text = text.replace('transfer_to = ""', f'transfer_to = "{OPERATOR}"')
+    text = text.replace("record = false", f"record = {str(record).lower()}")
     path = out_dir / "call.toml"
     path.write_text(text.replace("[voice]\n", f'[voice]\nenglish = "{english}"\n'))
     return path
 
 
 def serve_calls(
-    out_dir: Path, *args: str, stderr: Any, english: str = "piper"
+    out_dir: Path, *args: str, stderr: Any, english: str = "piper", record: bool = False
 ) -> subprocess.Popen[str]:
     """``serve --sip`` on the call profile, one call at a time, each call's events logged."""
     return start_serve(
-        "--profile", str(call_profile(out_dir, english)), *args,
+        "--profile", str(call_profile(out_dir, english, record=record)), *args,
         "--sip", f"{HOST}:{SIP_PORT}", "--sip-allow", f"{HOST}/32",
         "--port", str(WEB_PORT), "--max-sessions", "1", "--log-dir", str(out_dir / "logs"),
         stderr=stderr,
     )  # fmt: skip
+
+
+def recordings(log_dir: Path) -> dict[str, dict[str, Any]]:
+    """Each conversation's conversation.wav, by session id: its length as soundfile reads it,
+    and its frames as its header says (what the standard library's ``wave``, and players,
+    read)."""
+    found = {}
+    for path in sorted(log_dir.glob("*/conversation.wav")):
+        with wave.open(str(path)) as header:
+            frames = header.getnframes()
+        info = sf.info(path)
+        found[path.parent.name] = {
+            "path": str(path),
+            "seconds": info.frames / info.samplerate,
+            "channels": info.channels,
+            "header_frames": frames,
+            "frames": info.frames,
+        }
+    return found
 
 
 def command(broker: Broker, session_id: str | None, name: str) -> None:
@@ -202,7 +226,7 @@ def main(out_dir: Path) -> None:
     broker.start()
     with (out_dir / "server.log").open("w") as server_log:
         server = serve_calls(
-            out_dir, "--mqtt", broker.url, "--device-id", "phone", stderr=server_log
+            out_dir, "--mqtt", broker.url, "--device-id", "phone", stderr=server_log, record=True
         )
         phones = [Phone(out_dir / f"phone{i}", jfk, 5080 + 10 * i) for i in range(4)]
         operator = Phone(out_dir / "operator", jfk, OPERATOR_PORT, answers=True)
@@ -268,6 +292,30 @@ def main(out_dir: Path) -> None:
             broker.stop()
         result["phones"] = [phone.seen() for phone in phones]
         result["records"] = records(out_dir / "logs")
+        result["recordings"] = recordings(out_dir / "logs")
+    (out_dir / "result.json").write_text(json.dumps(result, indent=1))
+
+
+def killed_call(out_dir: Path) -> None:
+    """One recorded caller, answered; a few seconds later the server is killed (SIGKILL)."""
+    result: dict[str, Any] = {}
+    logs = out_dir / "logs"
+    jfk = microphone_wav(SHARED_AUDIO / "jfk.flac", out_dir / "jfk-8k.wav")
+    with (out_dir / "server.log").open("w") as server_log:
+        server = serve_calls(out_dir, stderr=server_log, record=True)
+        phone = Phone(out_dir / "phone", jfk, 5080)
+        try:
+            phone.dial()
+            result["answered"] = wait_until(lambda: answered(logs) is not None, CALL_TIMEOUT_S)
+            time.sleep(3.0)
+            session = result["session"] = answered(logs)
+            result["last_event_t"] = records(logs)[session][-1]["t"] if session else 0.0
+        finally:
+            server.kill()
+            server.wait(30)
+            phone.quit()
+        result["records"] = records(logs)
+        result["recordings"] = recordings(logs)
     (out_dir / "result.json").write_text(json.dumps(result, indent=1))
 
 
@@ -300,5 +348,7 @@ def phi4mm_call(out_dir: Path, model: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "--phi4mm":
         phi4mm_call(Path(sys.argv[3]), sys.argv[2])
+    elif sys.argv[1] == "--killed":
+        killed_call(Path(sys.argv[2]))
     else:
         main(Path(sys.argv[1]))

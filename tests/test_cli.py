@@ -17,6 +17,8 @@ def files(tmp_path):
     )
     (tmp_path / "notes.txt").write_text("call mum at six\n")
     (tmp_path / "a-file").write_text("")
+    recorded = 'name = "recorded"\nprompt = "call"\n[call]\nrecord = true\n'
+    (tmp_path / "recorded.toml").write_text(recorded)
     return tmp_path
 
 
@@ -51,6 +53,10 @@ CASES = {
     "serve-nothing": (["serve", "--no-web"], "--no-web needs --sip HOST:PORT"),
     "sip-on-every-address": (["serve", "--sip", "0.0.0.0:5060"], "not 0.0.0.0"),
     "sip-unguarded": (["serve", "--sip", "192.0.2.7:5060"], "needs --sip-allow NETWORK"),
+    "recording-nowhere": (
+        ["serve", "--sip", "127.0.0.1:5060", "--profile", "{d}/recorded.toml"],
+        "give --log-dir, where each call's conversation.wav is written",
+    ),
     "phi4mm-model-missing": (
         ["run-file", str(DEMO), "--out", "{d}/out", "--engine", "phi4mm", "--model", "/nowhere"],
         "/nowhere: no such model folder",

@@ -3,7 +3,8 @@
 The calls are real: Debian's baresip dials the real server with a recording from shared/audio
 as its microphone and records what it hears, in a network namespace of their own
 (tests/sip_calls.py). One run of that script serves every test here that needs a phone: the
-server takes one call at a time (``--max-sessions 1``) on the ``call`` profile.
+server takes one call at a time (``--max-sessions 1``) on the ``call`` profile, recording each
+call (``[call] record = true``).
 """
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ from typing import Any
 import jiwer
 import numpy as np
 import pytest
+import soundfile as sf
 from aiosipua import SipUAC, SipUAS, build_sdp
 
 from agent.conversations import ConversationPool
 from agent.engines.lite.stt import FasterWhisperSTT
-from agent.profile import load_profile
+from agent.profile import CallSettings, load_profile
 from agent.session import SessionFactory
 from agent.transports.sip import SipConfigError, SipOptions, SipServer
 from agent.transports.sip_wire import UdpTransport
 from audio.decode import load_audio
+from audio.pcm import resample
+from audio.recording import CallRecording
 from prompts import phrase
 
 from .conftest import JFK, free_udp_port, run_isolated
@@ -58,10 +62,18 @@ def words(text: str) -> set[str]:
     return {w.strip(".,!?;:").lower() for w in text.split()}
 
 
+NOTICE = CallSettings().record_notice
+GREETING = "Hello, thanks for calling. How can I help?"
+ORDER = ("first_session", "second_session", "fourth_session", "last_session")
+
+
 def conversations(calls: dict[str, Any]) -> list[list[dict[str, Any]]]:
     """Each call's events, in the order the calls came."""
-    order = ("first_session", "second_session", "fourth_session", "last_session")
-    return [calls["records"][calls[name]] for name in order]
+    return [calls["records"][calls[name]] for name in ORDER]
+
+
+def transcribed(samples: np.ndarray, rate: int) -> str:
+    return FasterWhisperSTT().transcribe(resample(samples, rate, 16000)).text
 
 
 def test_a_caller_hears_the_greeting_then_an_answer_to_what_they_said(calls):
@@ -72,12 +84,12 @@ def test_a_caller_hears_the_greeting_then_an_answer_to_what_they_said(calls):
     said = " ".join(t["transcript"] for t in turns)
     assert jiwer.wer(spoken(JFK), spoken(said)) <= 0.25, said  # 8 kHz, through Whisper base
     replies = [e for e in events if e["type"] == "agent_reply"]
-    assert replies[0]["text"] == "Hello, thanks for calling. How can I help?", "greeted first"
+    assert replies[0]["text"] == f"{NOTICE} {GREETING}", "told of the recording, greeted first"
     assert replies[0]["start"] < turns[0]["start"]
     assert not replies[0]["interrupted"]
     answer = next(r for r in replies if r["start"] > turns[0]["end"] and not r["interrupted"])
     greeting = heard(calls["phones"][0], replies[0])
-    assert {"calling", "help"} <= greeting, f"the greeting was not heard: {greeting}"
+    assert {"recorded", "calling", "help"} <= greeting, f"the greeting was not heard: {greeting}"
     said = heard(calls["phones"][0], answer)
     assert len(said & words(answer["text"])) >= 2, f"{answer['text']!r} was not heard: {said}"
 
@@ -149,6 +161,64 @@ def test_every_call_leaves_a_complete_event_log_and_the_server_stops_cleanly(cal
             or (e["type"] == "user_turn" and len(e["transcript"].split()) >= 3)
         )
     assert calls["server_exit"] == 0
+
+
+def test_a_recorded_call_keeps_the_caller_left_and_the_agent_right_in_step(calls):
+    """conversation.wav beside the call's events: what the caller said where the events say
+    they said it, and the agent's words where it spoke them."""
+    session = calls["first_session"]
+    samples, rate = sf.read(calls["recordings"][session]["path"], dtype="int16")
+    events = calls["records"][session]
+    greeting = next(e for e in events if e["type"] == "agent_reply")
+    turns = [e for e in events if e["type"] == "user_turn"]
+
+    def during(start: float, end: float, channel: int) -> np.ndarray:
+        return samples[int(max(0.0, start - 0.3) * rate) : int((end + 0.5) * rate), channel]
+
+    caller = transcribed(during(turns[0]["start"], turns[-1]["end"], 0), rate)
+    assert jiwer.wer(spoken(JFK), spoken(caller)) <= 0.3, caller
+    agent = transcribed(during(greeting["start"], greeting["t"], 1), rate)
+    assert {"recorded", "calling"} <= words(agent), agent
+    quiet_caller = during(greeting["start"], greeting["t"], 0).astype(np.float64)
+    assert np.sqrt(np.mean(quiet_caller**2)) < 100, "the caller's side is not the agent's"
+
+
+def test_every_call_leaves_a_complete_recording_however_it_ended(calls):
+    """Ended by the agent, by the caller mid-reply, by a transfer, by the server stopping."""
+    for name, events in zip(ORDER, conversations(calls), strict=True):
+        recording = calls["recordings"][calls[name]]
+        assert recording["channels"] == 2
+        assert recording["header_frames"] == recording["frames"], "a player reads it whole"
+        assert abs(recording["seconds"] - events[-1]["t"]) < 2.0, (name, recording)
+
+
+def test_a_recording_keeps_the_call_to_its_last_second_when_the_server_is_killed(tmp_path):
+    result = run_isolated("tests/sip_calls.py --killed", tmp_path, timeout=300)
+    assert result["answered"], result["problem"]
+    recording = result["recordings"][result["session"]]
+    assert recording["header_frames"] == recording["frames"], "a player reads it whole"
+    # killed three seconds after the last event it logged: the recording reaches past that
+    assert recording["seconds"] >= result["last_event_t"], (recording, result["last_event_t"])
+
+
+def test_a_late_packet_of_the_caller_is_kept_one_frame_later_not_lost(tmp_path):
+    """The agent's clock keeps the recording's time; the caller's jitter shifts, never drops."""
+    recording = CallRecording(tmp_path / "call.wav", 8000)
+    late: list[bytes] = []
+    for i in range(1, 101):
+        packet = np.full(160, i, np.int16).tobytes()
+        if i % 10 == 5:
+            late.append(packet)  # arrives with the next one
+        else:
+            for held in [*late, packet]:
+                recording.heard(held)
+            late.clear()
+        recording.sent(np.full(160, -i, np.int16))
+    recording.close()
+    samples, _ = sf.read(tmp_path / "call.wav", dtype="int16")
+    assert list(samples[::160, 1]) == [-i for i in range(1, 101)] + [0], "the agent's, then"
+    caller = [v for v in samples[::160, 0] if v]  # the caller's last, waiting at the hang-up
+    assert caller == list(range(1, 101)), "every packet of the caller, in order"
 
 
 def test_a_server_stopped_mid_call_hangs_the_caller_up(calls):

@@ -21,6 +21,7 @@ from livekit import rtc
 from livekit.agents import AgentSession
 from livekit.agents.voice.events import AgentStateChangedEvent
 
+from audio.recording import CallRecording
 from audio.speaker import FRAME_MS, SpeakerOutput
 
 from ..control import ControlledSession
@@ -71,11 +72,13 @@ class SipAudioInput(CallerAudio):
 
 
 class SipAudioOutput(SpeakerOutput):
-    """The agent's voice: frames wait in a short queue for the call's RTP clock."""
+    """The agent's voice: frames wait in a short queue for the call's RTP clock (which also
+    keeps the recording's time, if there is one)."""
 
-    def __init__(self, rtp: CallSession, rate: int) -> None:
+    def __init__(self, rtp: CallSession, rate: int, recording: CallRecording | None) -> None:
         super().__init__("sip", sample_rate=rate)
         self._rtp = rtp
+        self._recording = recording
         self._frames: asyncio.Queue[np.ndarray] = asyncio.Queue(VOICE_LEAD_FRAMES)
         self._clock = asyncio.create_task(self._send(), name="sip-voice-clock")
 
@@ -97,6 +100,8 @@ class SipAudioOutput(SpeakerOutput):
             except asyncio.QueueEmpty:
                 frame = silence
             self._rtp.send_audio_pcm(frame.tobytes(), (sent * samples) & 0xFFFFFFFF)
+            if self._recording is not None:
+                self._recording.sent(frame)
             sent += 1
             lag = time.monotonic() - (start + sent * FRAME_MS / 1000)
             if lag > MAX_CLOCK_LAG_S:  # the timestamps go on; the packets do not burst
@@ -142,14 +147,30 @@ class PhoneCall:
         self.mic.end()
 
     async def run(self, controlled: ControlledSession, log_dir: Path | None) -> None:
+        """The conversation, recorded under ``log_dir/<id>/`` where the profile says so."""
         self._session = controlled.session
         rate = self.rtp.codec_sample_rate
-        self.rtp.on_audio = lambda pcm, _timestamp: self.mic.take(pcm, rate)
-        speaker = SipAudioOutput(self.rtp, rate)
+        call = controlled.control.call
+        recording = None
+        if call.record and log_dir is not None:
+            (log_dir / self.id).mkdir(parents=True, exist_ok=True)
+            recording = CallRecording(log_dir / self.id / "conversation.wav", rate)
+
+        def heard(pcm: bytes, _timestamp: int) -> None:
+            self.mic.take(pcm, rate)
+            if recording is not None:
+                recording.heard(pcm)
+
+        self.rtp.on_audio = heard
+        speaker = SipAudioOutput(self.rtp, rate, recording)
         media = CallMedia(self.mic, speaker, ended=[self.hung_up, self.transferred])
+        notice = call.record_notice if recording is not None else ""
         try:
-            await hold(controlled, self.id, media, log_dir=log_dir)
+            await hold(controlled, self.id, media, log_dir=log_dir, notice=notice)
         finally:
+            if recording is not None:
+                recording.close()
+                logger.info("call %s recorded: %.0f s", self.id, recording.duration_s)
             if self._transfer is not None:
                 self._transfer.cancel()
                 await asyncio.gather(self._transfer, return_exceptions=True)
