@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -95,6 +96,7 @@ class ControlledSession:
 
     async def aclose(self, *, drain_s: float = 3.0) -> None:
         self.session.addressing.close()
+        self.session.userdata.keypad.close()
         await self.control.aclose()
         await self.session.userdata.timers.aclose()
         if self.bridge is not None:
@@ -139,7 +141,11 @@ class SessionControl:
         self._tasks: list[asyncio.Task[None]] = []
         session.on("user_state_changed", self._on_user_state)
         session.userdata.timers.bind(lambda text: self.announce(text, origin="timer"))
+        session.userdata.keypad.bind(self._typed)
         if bridge is not None:
+            session.userdata.keypad.on(
+                "pressed", lambda key: bridge.publish_event("dtmf", digit=key)
+            )
             session.on("agent_state_changed", lambda e: self._state(bridge, e))
             session.on("conversation_item_added", lambda e: self._item(bridge, e))
             session.on("function_tools_executed", lambda e: self._tools(bridge, e))
@@ -259,6 +265,11 @@ class SessionControl:
                 await self._current.handle
                 self._current.report(self)
             self._current = None
+
+    def _typed(self, text: str) -> None:
+        """Keys nobody waited for: a turn of the caller's, in words."""
+        with contextlib.suppress(RuntimeError):  # the session is closing
+            self._session.generate_reply(user_input=text)
 
     def report_dropped(self, origin: Origin, reason: str) -> None:
         """An announcement will not be heard: the sender is told (MQTT) or the log is."""

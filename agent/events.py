@@ -129,9 +129,11 @@ class EventLog:
         session.on("error", self._on_error)
         if session.stt is not None:  # the plugin's own metrics: the session's are deprecated
             session.stt.on("metrics_collected", self._on_stt_metrics)
-        if isinstance(session, ConversationSession) and not session.addressing.always:
-            session.addressing.on("changed", self._on_addressing)
-            session.addressing.on("ignored", self._on_ignored)
+        if isinstance(session, ConversationSession):
+            session.userdata.keypad.on("pressed", lambda key: self.write("dtmf", digit=key))
+            if not session.addressing.always:
+                session.addressing.on("changed", self._on_addressing)
+                session.addressing.on("ignored", self._on_ignored)
 
     def write(self, kind: str, **fields: Any) -> None:
         record = {"type": kind, "t": round(self._timeline.now(), 3), **fields}

@@ -3,9 +3,9 @@
 Run by tests/test_sip.py inside a network namespace (``conftest.isolated``), as
 ``python tests/sip_calls.py OUT_DIR`` (the lite engine, every scenario, every call recorded),
 ``python tests/sip_calls.py --phi4mm MODEL_DIR OUT_DIR`` (one call, to the Phi-4-multimodal
-engine) or ``python tests/sip_calls.py --killed OUT_DIR`` (one recorded call, the server killed
-in it). Each phone is Debian's baresip: its microphone a WAV from shared/audio (``aufile``),
-and what it hears recorded by its ``sndfile`` module.
+engine) or ``python tests/sip_calls.py --keypad OUT_DIR`` (one recorded call that types on
+its keypad; the server is killed in it). Each phone is Debian's baresip: its microphone a WAV
+from shared/audio (``aufile``), and what it hears recorded by its ``sndfile`` module.
 
 Writes OUT_DIR/result.json: what each phone heard and logged, and what the server wrote.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -59,7 +60,9 @@ class Phone:
     """One baresip user agent, calling from its own SIP port."""
 
     def __init__(self, folder: Path, microphone: Path, port: int, *, answers: bool = False) -> None:
-        """``answers``: picks up every call (an operator calls are transferred to)."""
+        """``answers``: picks up every call (an operator calls are transferred to). Its keypad
+        is baresip's ``ctrl_tcp`` on ``port + 7`` (RFC 4733 telephone-events; baresip's own SIP
+        listens on ``port`` and, over TLS, ``port + 1``)."""
         self.folder = folder
         self.recordings = folder / "heard"
         self.recordings.mkdir(parents=True, exist_ok=True)
@@ -78,7 +81,9 @@ class Phone:
             "module_path /usr/lib/baresip/modules\n"
             "module stdio.so\nmodule g711.so\nmodule aufile.so\nmodule aubridge.so\n"
             "module sndfile.so\nmodule_app account.so\nmodule_app menu.so\n"
+            f"module_app ctrl_tcp.so\nctrl_tcp_listen {HOST}:{port + 7}\n"
         )
+        self.port = port
         self.log_path = folder / "baresip.log"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -100,6 +105,13 @@ class Phone:
 
     def wait_for(self, text: str, timeout_s: float) -> bool:
         return wait_until(lambda: text in self.log, timeout_s)
+
+    def press(self, keys: str) -> None:
+        """Type ``keys`` on the phone's keypad (baresip's ``sndcode``, over ``ctrl_tcp``)."""
+        message = json.dumps({"command": "sndcode", "params": keys, "token": keys}).encode()
+        with socket.create_connection((HOST, self.port + 7), timeout=5) as control:
+            control.sendall(f"{len(message)}:".encode() + message + b",")
+            control.recv(4096)  # its answer: the keys are being sent
 
     def hang_up(self) -> None:
         """SIGTERM: baresip hangs up (a BYE) and quits."""
@@ -296,24 +308,38 @@ def main(out_dir: Path) -> None:
     (out_dir / "result.json").write_text(json.dumps(result, indent=1))
 
 
-def killed_call(out_dir: Path) -> None:
-    """One recorded caller, answered; a few seconds later the server is killed (SIGKILL)."""
+KEYED = [f"{n:04d}#" for n in range(1234, 10000, 876)][:10]
+"""What the keypad caller types, one entry at a time: ten account numbers."""
+
+
+def keypad_call(out_dir: Path) -> None:
+    """One recorded caller, answered, who then types ``KEYED`` on the keypad; a few seconds
+    after the last entry is told to the model, the server is killed (SIGKILL)."""
     result: dict[str, Any] = {}
     logs = out_dir / "logs"
-    jfk = microphone_wav(SHARED_AUDIO / "jfk.flac", out_dir / "jfk-8k.wav")
+    # baresip hangs up when its microphone's file ends: silence enough for every entry
+    jfk = microphone_wav(SHARED_AUDIO / "jfk.flac", out_dir / "jfk-8k.wav", tail_s=100)
     with (out_dir / "server.log").open("w") as server_log:
         server = serve_calls(out_dir, stderr=server_log, record=True)
         phone = Phone(out_dir / "phone", jfk, 5080)
         try:
             phone.dial()
             result["answered"] = wait_until(lambda: answered(logs) is not None, CALL_TIMEOUT_S)
-            time.sleep(3.0)
             session = result["session"] = answered(logs)
+            for keys in KEYED:
+                phone.press(keys)
+                time.sleep(0.4 * len(keys) + 1.0)  # baresip types a key every 240 ms
+            told = lambda: [  # noqa: E731
+                e for e in records(logs)[session] if "on the keypad" in e.get("transcript", "")
+            ]
+            result["all_told"] = wait_until(lambda: len(told()) >= len(KEYED), 30)
+            time.sleep(3.0)  # the agent answers on: the kill comes mid-call
             result["last_event_t"] = records(logs)[session][-1]["t"] if session else 0.0
         finally:
             server.kill()
             server.wait(30)
             phone.quit()
+        result["keyed"] = KEYED
         result["records"] = records(logs)
         result["recordings"] = recordings(logs)
     (out_dir / "result.json").write_text(json.dumps(result, indent=1))
@@ -348,7 +374,7 @@ def phi4mm_call(out_dir: Path, model: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "--phi4mm":
         phi4mm_call(Path(sys.argv[3]), sys.argv[2])
-    elif sys.argv[1] == "--killed":
-        killed_call(Path(sys.argv[2]))
+    elif sys.argv[1] == "--keypad":
+        keypad_call(Path(sys.argv[2]))
     else:
         main(Path(sys.argv[1]))

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import jiwer
@@ -29,7 +31,7 @@ from agent.transports.sip import SipConfigError, SipOptions, SipServer
 from agent.transports.sip_wire import UdpTransport
 from audio.decode import load_audio
 from audio.pcm import resample
-from audio.recording import CallRecording
+from audio.recording import BLOCK_S, CallRecording
 from prompts import phrase
 
 from .conftest import JFK, free_udp_port, run_isolated
@@ -192,13 +194,38 @@ def test_every_call_leaves_a_complete_recording_however_it_ended(calls):
         assert abs(recording["seconds"] - events[-1]["t"]) < 2.0, (name, recording)
 
 
-def test_a_recording_keeps_the_call_to_its_last_second_when_the_server_is_killed(tmp_path):
-    result = run_isolated("tests/sip_calls.py --killed", tmp_path, timeout=300)
+@pytest.fixture(scope="module")
+def keypad_call(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("keypad-call")
+    result = run_isolated("tests/sip_calls.py --keypad", out, timeout=400)
     assert result["answered"], result["problem"]
-    recording = result["recordings"][result["session"]]
+    return result
+
+
+def test_what_a_caller_types_reaches_the_model_exactly_and_is_never_heard_as_speech(
+    keypad_call,
+):
+    """Ten account numbers typed on a real phone (RFC 4733): each key is a ``dtmf`` event,
+    each entry (ended by #) a turn of the caller's in words; no key makes a turn of speech or
+    cuts the agent off, though it is answering the entry before while the next is typed."""
+    events = keypad_call["records"][keypad_call["session"]]
+    keyed = keypad_call["keyed"]
+    assert [e["digit"] for e in events if e["type"] == "dtmf"] == list("".join(keyed))
+    told = [e["transcript"] for e in events if e["type"] == "user_turn"][-len(keyed) :]
+    assert told == [f"The caller pressed {' '.join(keys)} on the keypad." for keys in keyed]
+    first_key = next(e["t"] for e in events if e["type"] == "dtmf")
+    after = [e for e in events if e["t"] >= first_key]
+    assert not [e for e in after if e["type"] == "interruption"], "no key barged in"
+    turns = [e["transcript"] for e in after if e["type"] == "user_turn"]
+    assert all("on the keypad" in turn for turn in turns), turns
+
+
+def test_a_recording_keeps_the_call_to_its_last_second_when_the_server_is_killed(keypad_call):
+    recording = keypad_call["recordings"][keypad_call["session"]]
     assert recording["header_frames"] == recording["frames"], "a player reads it whole"
-    # killed three seconds after the last event it logged: the recording reaches past that
-    assert recording["seconds"] >= result["last_event_t"], (recording, result["last_event_t"])
+    # written each second: it holds the call up to a second before the last event logged
+    last_event_t = keypad_call["last_event_t"]
+    assert recording["seconds"] >= last_event_t - BLOCK_S - 0.05, (recording, last_event_t)
 
 
 def test_a_late_packet_of_the_caller_is_kept_one_frame_later_not_lost(tmp_path):
@@ -250,15 +277,15 @@ def test_only_the_allowed_networks_may_call():
 
 
 @contextlib.asynccontextmanager
-async def in_process_phone() -> AsyncIterator[
-    tuple[SipUAC, tuple[str, int], list[int], ConversationPool]
-]:
+async def in_process_phone(
+    log_dir: Path | None = None,
+) -> AsyncIterator[tuple[SipUAC, tuple[str, int], list[int], ConversationPool]]:
     """A server on the desktop profile and aiosipua's own user agent as the phone, in-process:
     the phone's agent, the server's address, the final answers the phone got, the pool."""
     factory = await SessionFactory.load(load_profile("desktop"))
     pool = ConversationPool(1)
     port = free_udp_port()
-    server = SipServer(factory, SipOptions.parse(f"127.0.0.1:{port}", []), pool, None)
+    server = SipServer(factory, SipOptions.parse(f"127.0.0.1:{port}", []), pool, log_dir)
     await server.start()
     transport = UdpTransport(local_addr=("127.0.0.1", free_udp_port()))
     uac = SipUAC(transport)
@@ -307,3 +334,23 @@ async def test_a_phone_offering_only_opus_is_told_488_and_holds_nothing():
         uac.send_invite("sip:me@127.0.0.1", f"sip:agent@{agent[0]}:{agent[1]}", agent, offer)
         assert await until(lambda: 488 in answers), answers
         assert await until(lambda: not pool.active and not pool.status()["sessions_in_memory"])
+
+
+async def test_keys_sent_as_sip_info_are_answered_and_reach_the_keypad(tmp_path):
+    """Phones and PBXs that relay keys in SIP INFO (application/dtmf-relay) rather than RTP."""
+    async with in_process_phone(tmp_path) as (uac, agent, answers, pool):
+        offer = build_sdp("127.0.0.1", free_udp_port(), 0, "PCMU")
+        call = uac.send_invite("sip:me@127.0.0.1", f"sip:agent@{agent[0]}:{agent[1]}", agent, offer)
+        await call.wait_answered()
+        answered = len(answers)
+        for key in "42":
+            relay = f"Signal={key}\r\nDuration=160\r\n"
+            uac.send_info(call.dialog, relay, "application/dtmf-relay", agent)
+        uac.send_info(call.dialog, "<xml/>", "application/media_control+xml", agent)
+        assert await until(lambda: len(answers) == answered + 3), answers
+        assert answers[answered:] == [200, 200, 415], "a body that carries no key is refused"
+        call.hangup(uac)
+        assert await until(lambda: not pool.active)
+    (events_path,) = tmp_path.glob("*/events.jsonl")
+    events = [json.loads(line) for line in events_path.read_text().splitlines()]
+    assert [e["digit"] for e in events if e["type"] == "dtmf"] == ["4", "2"]

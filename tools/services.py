@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .devices import DeviceGateway
+from .keypad import Keypad
 from .timers import TimerService
 
 
@@ -24,6 +25,8 @@ class AgentServices:
     devices: DeviceGateway | None = None
     phone: PhoneLine | None = None
     """Set by the transport when the conversation is a phone call."""
+    keypad: Keypad = field(default_factory=Keypad)
+    """The caller's keys, which a phone call's transport presses."""
     language: str = "en"
     """What the tools that speak answer in: the caller's, as last heard."""
 

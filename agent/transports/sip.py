@@ -115,6 +115,7 @@ class SipServer:
         self._uas.on_cancel = lambda request, _addr: self._hung_up(request.call_id or "")
         self._uas.on_ack_timeout = self._unacknowledged
         self._uas.on_reinvite = self._reinvited
+        self._uas.on_key = self._keyed
 
     @property
     def address(self) -> str:
@@ -167,6 +168,10 @@ class SipServer:
         if call.sdp_offer is not None and call.sdp_offer.rtp_address is not None:
             phone.rtp.update_remote(call.sdp_offer.rtp_address)
         call.accept(phone.rtp.sdp_answer)
+
+    def _keyed(self, call_id: str, key: str) -> None:
+        if (phone := self._calls.get(call_id)) is not None:
+            phone.pressed(key)
 
     def _transfer_progress(self, call_id: str, status: int, _reason: str) -> None:
         if (phone := self._calls.get(call_id)) is not None:

@@ -142,6 +142,11 @@ class PhoneCall:
         self._transfer_status: asyncio.Future[int] | None = None
         self._session: AgentSession | None = None
 
+    def pressed(self, key: str) -> None:
+        """A key of the caller's keypad (RFC 4733 or SIP INFO)."""
+        if self._session is not None:
+            self._session.userdata.keypad.pressed(key)
+
     def caller_hung_up(self) -> None:
         self.hung_up.set()
         self.mic.end()
@@ -162,6 +167,7 @@ class PhoneCall:
                 recording.heard(pcm)
 
         self.rtp.on_audio = heard
+        self.rtp.on_dtmf = lambda key, _duration: self.pressed(key)
         speaker = SipAudioOutput(self.rtp, rate, recording)
         media = CallMedia(self.mic, speaker, ended=[self.hung_up, self.transferred])
         notice = call.record_notice if recording is not None else ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiosipua import SipMessage, SipRequest, SipResponse, SipUAS
@@ -33,8 +34,48 @@ def malformed(request: SipRequest) -> str | None:
     return None
 
 
+def relayed_key(request: SipRequest) -> str | None:
+    """The key an INFO carries (``application/dtmf-relay``: "Signal=5", or
+    ``application/dtmf``: "5"), or None if it carries none."""
+    kind = (request.content_type or "").split(";")[0].strip().lower()
+    text = request.text.strip() if request.body else ""
+    if kind == "application/dtmf-relay":
+        fields = dict(line.partition("=")[::2] for line in text.splitlines())
+        signal = fields.get("Signal", fields.get("signal", "")).strip()
+    elif kind == "application/dtmf":
+        signal = text
+    else:
+        return None
+    return {"10": "*", "11": "#"}.get(signal, signal.upper()) or None
+
+
 class GuardedUAS(SipUAS):
-    """aiosipua's UAS, answering a malformed request 400 with one warning line."""
+    """aiosipua's UAS, answering a malformed request 400 with one warning line, and an INFO
+    in a call (aiosipua answers 405) with 200, passing the key it carries to ``on_key``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_key: Callable[[str, str], None] | None = None
+        """(Call-ID, key)."""
+        self._handlers["INFO"] = self._handle_info
+
+    def _handle_info(self, request: SipRequest, addr: tuple[str, int]) -> None:
+        call = self._calls.get(request.call_id or "")
+        if call is None:
+            self._send_error(request, 481, "Call/Transaction Does Not Exist")
+            return
+        if not self._validate_in_dialog(call.dialog, request):
+            return
+        key = relayed_key(request)
+        if request.body and key is None:
+            self._send_error(request, 415, "Unsupported Media Type")
+            return
+        response = call.dialog.create_response(request, 200, "OK")
+        if self.user_agent:
+            response.headers.set_single("User-Agent", self.user_agent)
+        self.transport.send_reply(response)
+        if key is not None and self.on_key is not None:
+            self.on_key(call.call_id, key)
 
     def _on_message(self, msg: SipRequest | SipResponse, addr: tuple[str, int]) -> None:
         if isinstance(msg, SipRequest) and (fault := malformed(msg)) is not None:
