@@ -21,7 +21,10 @@ import jiwer
 import numpy as np
 import pytest
 import soundfile as sf
+from aiortp.dtmf import DtmfEvent
+from aiortp.packet import RtpPacket
 from aiosipua import SipUAC, SipUAS, build_sdp
+from livekit.agents import ToolError
 
 from agent.conversations import ConversationPool
 from agent.engines.lite.stt import FasterWhisperSTT
@@ -33,9 +36,11 @@ from audio.decode import load_audio
 from audio.pcm import resample
 from audio.recording import BLOCK_S, CallRecording
 from prompts import phrase
+from tools.call import send_digits
 
 from .conftest import JFK, free_udp_port, run_isolated
 from .conftest import words as spoken
+from .scripted import CallerContext
 
 
 @pytest.fixture(scope="module")
@@ -354,3 +359,43 @@ async def test_keys_sent_as_sip_info_are_answered_and_reach_the_keypad(tmp_path)
     (events_path,) = tmp_path.glob("*/events.jsonl")
     events = [json.loads(line) for line in events_path.read_text().splitlines()]
     assert [e["digit"] for e in events if e["type"] == "dtmf"] == ["4", "2"]
+
+
+class RtpCatcher(asyncio.DatagramProtocol):
+    """The phone's media port: the agent's RTP, as it arrives."""
+
+    def __init__(self) -> None:
+        self.packets: list[RtpPacket] = []
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.packets.append(RtpPacket.parse(data))
+
+
+async def test_keys_the_agent_presses_go_out_as_telephone_events_one_after_another():
+    """send_digits, for a menu at the other end: RFC 4733 events, each key its own start."""
+    async with in_process_phone() as (uac, agent, answers, pool):
+        catcher = RtpCatcher()
+        media, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: catcher, local_addr=("127.0.0.1", 0)
+        )
+        try:
+            offer = build_sdp("127.0.0.1", media.get_extra_info("sockname")[1], 0, "PCMU")
+            call = uac.send_invite(
+                "sip:me@127.0.0.1", f"sip:agent@{agent[0]}:{agent[1]}", agent, offer
+            )
+            await call.wait_answered()
+            (session,) = pool._held  # the call's conversation
+            caller = CallerContext()
+            caller.userdata = session.userdata
+            assert await send_digits(caller, keys="1#9") == "Pressed 1 # 9."  # type: ignore[arg-type]
+            with pytest.raises(ToolError, match="a keypad has only the keys"):
+                await send_digits(caller, keys="1x")  # type: ignore[arg-type]
+            await asyncio.sleep(1.5)
+            call.hangup(uac)
+            assert await until(lambda: not pool.active)
+        finally:
+            media.close()
+    events = [p for p in catcher.packets if p.payload_type == 101]
+    ends = {p.timestamp: DtmfEvent.parse(p.payload) for p in events if p.payload[1] & 0x80}
+    assert [ends[t].digit for t in sorted(ends)] == ["1", "#", "9"], "each key its own event"
+    assert all(0 < e.duration for e in ends.values())

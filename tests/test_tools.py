@@ -126,7 +126,7 @@ def test_every_tool_has_a_schema_from_its_signature_and_docstring():
         "get_time", "get_date", "get_world_time", "calculate", "convert_units", "set_timer",
         "set_reminder", "list_timers",
         "cancel_timer", "set_device", "get_device_state", "end_conversation", "look",
-        "transfer_call", "collect_digits", "look_up_online",
+        "transfer_call", "collect_digits", "send_digits", "look_up_online",
     }  # fmt: skip
     for tool in TOOLS.values():
         assert tool.info.description, tool.info.name

@@ -5,7 +5,7 @@ from __future__ import annotations
 from livekit.agents import llm
 
 from .calculator import calculate
-from .call import collect_digits, transfer_call
+from .call import collect_digits, send_digits, transfer_call
 from .clock import get_date, get_time, get_world_time
 from .conversation import end_conversation
 from .devices import get_device_state, set_device
@@ -31,6 +31,7 @@ TOOLS: dict[str, llm.FunctionTool] = {
         end_conversation,
         transfer_call,
         collect_digits,
+        send_digits,
         look,
         look_up_online,
     )

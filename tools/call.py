@@ -48,3 +48,22 @@ async def collect_digits(
     if not digits:
         return f"The caller typed nothing within {timeout_s:g} seconds."
     return f"The caller typed {' '.join(digits)}."
+
+
+@function_tool
+@guarded()
+async def send_digits(context: RunContext[AgentServices], keys: str) -> str:
+    """Press keys on the phone's keypad, to choose in a menu the other side reads out
+    ("press 1 for sales") or to enter a number it asks for.
+
+    Args:
+        keys: the keys to press, in order: digits, * and #
+    """
+    phone = context.userdata.phone
+    if phone is None:
+        raise ToolError(NO_KEYPAD)
+    try:
+        phone.press(keys)
+    except ValueError as e:
+        raise ToolError(str(e)) from None
+    return f"Pressed {' '.join(keys.upper())}."

@@ -18,6 +18,10 @@ class PhoneLine(Protocol):
         """Hand the caller to the profile's ``transfer_to`` once the agent has finished
         speaking; raises ValueError, for the model, when there is nowhere to transfer to."""
 
+    def press(self, keys: str) -> None:
+        """Press ``keys`` on the line (a menu at the other end); raises ValueError, for the
+        model, when a key is no key of a keypad."""
+
 
 @dataclass
 class AgentServices:

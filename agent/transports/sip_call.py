@@ -23,6 +23,7 @@ from livekit.agents.voice.events import AgentStateChangedEvent
 
 from audio.recording import CallRecording
 from audio.speaker import FRAME_MS, SpeakerOutput
+from tools.keypad import KEYS
 
 from ..control import ControlledSession
 from ..conversations import (
@@ -43,6 +44,9 @@ SPEAKING_WAIT_S = 20.0
 TRANSFER_WAIT_S = 30.0
 """How long the caller's side may take to reach the transfer's target."""
 TRANSFER_FAILED = "Sorry, the transfer did not go through."
+KEY_MS = 160
+"""How long each key the agent presses sounds (RFC 4733 events), with ``KEY_GAP_MS`` between."""
+KEY_GAP_MS = 100
 
 
 class SipAudioInput(CallerAudio):
@@ -79,6 +83,8 @@ class SipAudioOutput(SpeakerOutput):
         super().__init__("sip", sample_rate=rate)
         self._rtp = rtp
         self._recording = recording
+        self.timestamp = 0
+        """The RTP timestamp of the next packet: where a key pressed now starts."""
         self._frames: asyncio.Queue[np.ndarray] = asyncio.Queue(VOICE_LEAD_FRAMES)
         self._clock = asyncio.create_task(self._send(), name="sip-voice-clock")
 
@@ -99,10 +105,11 @@ class SipAudioOutput(SpeakerOutput):
                 frame = self._frames.get_nowait()
             except asyncio.QueueEmpty:
                 frame = silence
-            self._rtp.send_audio_pcm(frame.tobytes(), (sent * samples) & 0xFFFFFFFF)
+            self._rtp.send_audio_pcm(frame.tobytes(), self.timestamp)
             if self._recording is not None:
                 self._recording.sent(frame)
             sent += 1
+            self.timestamp = (sent * samples) & 0xFFFFFFFF
             lag = time.monotonic() - (start + sent * FRAME_MS / 1000)
             if lag > MAX_CLOCK_LAG_S:  # the timestamps go on; the packets do not burst
                 start += lag
@@ -141,6 +148,8 @@ class PhoneCall:
         self._transfer: asyncio.Task[None] | None = None
         self._transfer_status: asyncio.Future[int] | None = None
         self._session: AgentSession | None = None
+        self._speaker: SipAudioOutput | None = None
+        self._keys: asyncio.Task[None] | None = None
 
     def pressed(self, key: str) -> None:
         """A key of the caller's keypad (RFC 4733 or SIP INFO)."""
@@ -168,7 +177,7 @@ class PhoneCall:
 
         self.rtp.on_audio = heard
         self.rtp.on_dtmf = lambda key, _duration: self.pressed(key)
-        speaker = SipAudioOutput(self.rtp, rate, recording)
+        speaker = self._speaker = SipAudioOutput(self.rtp, rate, recording)
         media = CallMedia(self.mic, speaker, ended=[self.hung_up, self.transferred])
         notice = call.record_notice if recording is not None else ""
         try:
@@ -177,11 +186,28 @@ class PhoneCall:
             if recording is not None:
                 recording.close()
                 logger.info("call %s recorded: %.0f s", self.id, recording.duration_s)
-            if self._transfer is not None:
-                self._transfer.cancel()
-                await asyncio.gather(self._transfer, return_exceptions=True)
+            for task in (self._transfer, self._keys):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
             if not self.hung_up.is_set():
                 self.call.hangup()
+
+    def press(self, keys: str) -> None:
+        """Press ``keys`` on the line (RFC 4733 telephone-events), after any still pressing;
+        raises ValueError, for the model, when a key is no key of a keypad."""
+        if not keys or any(key not in KEYS for key in keys.upper()):
+            raise ValueError(f"{keys!r}: a keypad has only the keys {KEYS}")
+        previous = self._keys
+        self._keys = asyncio.create_task(self._press(keys.upper(), previous), name="keys")
+
+    async def _press(self, keys: str, after: asyncio.Task[None] | None) -> None:
+        if after is not None:
+            await asyncio.gather(after, return_exceptions=True)
+        for key in keys:
+            timestamp = self._speaker.timestamp if self._speaker is not None else 0
+            self.rtp.rtp_session.send_dtmf(key, KEY_MS, timestamp=timestamp)
+            await asyncio.sleep((KEY_MS + KEY_GAP_MS) / 1000)
 
     def transfer(self) -> None:
         if not self._transfer_to:
