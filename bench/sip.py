@@ -24,6 +24,7 @@ import asyncio
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +49,25 @@ GREETING_S = 4.0
 """Silence before the question: the greeting is said first."""
 
 
-async def phone_call(agent_port: int, samples: np.ndarray, speech_end: float) -> float:
-    """Seconds from the end of the question to the first voiced packet the phone receives."""
+LATE_S = 0.06
+"""A gap this long between two packets the phone receives is heard (three packets' time)."""
+
+
+@dataclass
+class Heard:
+    """What one phone heard of its call."""
+
+    e2e_s: float
+    """From the end of its question to the first voiced packet (nan: no answer)."""
+    packets: int
+    lost: int
+    """By the RTP sequence numbers."""
+    late: int
+    """Gaps longer than ``LATE_S`` between packets."""
+
+
+async def phone_call(agent_port: int, samples: np.ndarray, speech_end: float) -> Heard:
+    """A call that asks ``samples`` (8 kHz) and hangs up once the answer starts."""
     transport = UdpTransport(local_addr=("127.0.0.1", free_udp_port()))
     uac = SipUAC(transport)
     uas = SipUAS(transport, uac=uac)  # takes the agent's BYE, if it hangs up first
@@ -66,9 +84,11 @@ async def phone_call(agent_port: int, samples: np.ndarray, speech_end: float) ->
     )
     started = time.monotonic()
     heard: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+    arrivals: list[float] = []
 
     def on_audio(pcm: bytes, _timestamp: int) -> None:
         now = time.monotonic()
+        arrivals.append(now)
         voiced = dbfs(np.frombuffer(pcm, np.int16)) > VOICED_DBFS
         if voiced and now > started + speech_end and not heard.done():
             heard.set_result(now - started - speech_end)
@@ -82,7 +102,13 @@ async def phone_call(agent_port: int, samples: np.ndarray, speech_end: float) ->
             await asyncio.sleep(started + (sent + 1) / 50 - time.monotonic())
             if heard.done():
                 break
-        return heard.result() if heard.done() else float("nan")
+        gaps = np.diff(arrivals)
+        return Heard(
+            heard.result() if heard.done() else float("nan"),
+            packets=rtp.stats.get("packets_received", len(arrivals)),
+            lost=rtp.stats.get("packets_lost", 0),
+            late=int(np.sum(gaps > LATE_S)),
+        )
     finally:
         call.hangup(uac)
         await rtp.close()
@@ -104,7 +130,7 @@ async def measure(rounds: int, profile: str) -> dict[str, list[float]]:
         for round_ in range(rounds):
             print(f"round {round_ + 1}/{rounds}", file=sys.stderr, flush=True)
             results["run-file"].append(await file_round(factory, samples, speech_end, PHONE_RATE))
-            results["sip"].append(await phone_call(port, samples, speech_end))
+            results["sip"].append((await phone_call(port, samples, speech_end)).e2e_s)
             while pool.active:  # the call's session ends before the next round
                 await asyncio.sleep(0.1)
     finally:

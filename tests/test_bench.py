@@ -102,6 +102,18 @@ def test_the_sip_bench_times_a_phone_call_against_run_file_on_one_question(tmp_p
     assert 0 < figures["sip"]["median_s"] < 10
 
 
+def test_the_calls_bench_answers_simultaneous_phone_calls_on_one_server(tmp_path):
+    out = tmp_path / "figures.json"
+    command = [sys.executable, "bench/calls.py", "--calls", "2", "--json", str(out)]
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True, timeout=300)
+    figures = json.loads(out.read_text())
+    row = figures["2"]
+    assert row["answered"] == 2 and 0 < row["e2e_median_s"] < 10
+    assert row["packets"] > 100 and row["server_cpu_percent"] > 0
+    held = 2 if row["e2e_p90_s"] < 1.5 else 0
+    assert figures["calls_per_core"] == held / figures["cores"], "what the last line says"
+
+
 def test_the_stt_bench_compares_the_short_window_with_the_full_one(tmp_path):
     figures = bench("bench/stt.py", "--repeats", "1", "--pause", "0.15", tmp_path=tmp_path)
     assert figures["total"]["clips"] >= 20
