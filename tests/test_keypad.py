@@ -25,11 +25,15 @@ def typing(keypad: Keypad, keys: str, every_s: float = 0.05) -> None:
 
 
 async def test_an_entry_of_a_set_length_is_read_without_waiting_for_more():
-    keypad, pressed = Keypad(), []
+    keypad, pressed, told = Keypad(), [], []
+    keypad.bind(told.append)
     keypad.on("pressed", pressed.append)
-    typing(keypad, "4711")
+    for key in "47112":  # all typed before the tool asks
+        keypad.pressed(key)
     assert await keypad.collect(4, "#", timeout_s=5) == "4711"
-    assert pressed == list("4711")
+    await asyncio.sleep(PAUSE_S + 0.3)
+    assert pressed == list("47112")
+    assert told == ["The caller pressed 2 on the keypad."], "a key past the entry is not lost"
 
 
 async def test_the_terminator_ends_an_entry_and_is_not_part_of_it():

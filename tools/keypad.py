@@ -77,6 +77,8 @@ class Keypad(rtc.EventEmitter[Literal["pressed"]]):
         finally:
             self._collecting = None
         entered, self._typed = self._typed[:end], self._typed[end:]
+        if self._typed:  # typed past the entry: told once the caller stops, as any keys are
+            self._pause = asyncio.get_running_loop().call_later(PAUSE_S, self._told)
         return "".join(key for key in entered if key != terminator)
 
     def close(self) -> None:
