@@ -15,6 +15,8 @@ into the microphone at full level, as someone nearer to it than the loudspeaker.
 - self-interruptions: passages nobody spoke over that were cut, or paused as for a false
   interruption, and turns the agent took from its own voice; per hour of its speech;
 - read to the end: passages nobody spoke over that were not cut;
+- not said: passages asked for but never begun (its own voice, heard as the user's, held the
+  floor until the bench gave up waiting);
 - barge-ins heard: passages spoken over that were cut.
 """
 
@@ -116,7 +118,7 @@ async def run(server: SoundServer, broker: Broker, folder: Path, aec: bool, args
                     said.append((reply, over))
     finally:
         console.stop()
-    return _scored(console.events(), said)
+    return {**_scored(console.events(), said), "not_said": n - len(said)}
 
 
 async def _passage(
