@@ -52,19 +52,14 @@ class Keypad(rtc.EventEmitter[Literal["pressed"]]):
         if self._collecting is not None:
             self._collecting.set()
             return
-        if self._pause is not None:
-            self._pause.cancel()
-        delay = 0.0 if key == "#" else PAUSE_S
-        self._pause = asyncio.get_running_loop().call_later(delay, self._told)
+        self._tell_after(0.0 if key == "#" else PAUSE_S)
 
     async def collect(self, count: int, terminator: str, timeout_s: float) -> str:
         """The digits pressed until there are ``count`` (0: no count), ``terminator`` is
         pressed (it is not among them), or no key comes for ``timeout_s``."""
         if self._collecting is not None:
             raise ToolError("the keypad is already being read")
-        if self._pause is not None:
-            self._pause.cancel()
-            self._pause = None
+        self._tell_after(None)
         self._collecting = key_pressed = asyncio.Event()
         try:
             while (end := _entered(self._typed, count, terminator)) is None:
@@ -78,12 +73,19 @@ class Keypad(rtc.EventEmitter[Literal["pressed"]]):
             self._collecting = None
         entered, self._typed = self._typed[:end], self._typed[end:]
         if self._typed:  # typed past the entry: told once the caller stops, as any keys are
-            self._pause = asyncio.get_running_loop().call_later(PAUSE_S, self._told)
+            self._tell_after(PAUSE_S)
         return "".join(key for key in entered if key != terminator)
 
     def close(self) -> None:
+        self._tell_after(None)
+
+    def _tell_after(self, delay: float | None) -> None:
+        """Tell the keys typed ``delay`` from now (instead of when it was due); None: not."""
         if self._pause is not None:
             self._pause.cancel()
+        self._pause = (
+            None if delay is None else asyncio.get_running_loop().call_later(delay, self._told)
+        )
 
     def _told(self) -> None:
         self._pause = None
