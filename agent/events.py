@@ -95,7 +95,7 @@ class EventLog:
         self._unanswered_end: float | None = None  # end of user speech not yet answered aloud
         self._eou_delay: float | None = None
         self._e2e: float | None = None
-        self._reply_started_at: float | None = None  # wall clock of the latest first frame
+        self._reply_started_at: float | None = None  # wall clock of this reply's first frame
         self._details: ItemDetails | None = None
         self._meter: ContextMeter | None = None
         self._voice: Pyttsx3TTS | None = None
@@ -215,7 +215,11 @@ class EventLog:
             # reply: the engine timed the turn and its first text; the TTS's share is what
             # remains until the first audio frame
             values["ttft_s"] = details["ttft_s"]
-            values["ttfb_s"] = (self._reply_started_at or 0.0) - details["first_text_at"]
+            values["ttfb_s"] = (
+                None  # cut off before its first frame
+                if self._reply_started_at is None
+                else self._reply_started_at - details["first_text_at"]
+            )
             values["eou_delay_s"] = details["eou_delay_s"]
             del values["ttfs_s"]  # its text reaches the voice through no LLM node
         for name, value in values.items():
@@ -236,6 +240,7 @@ class EventLog:
             metrics={name: _rounded(value) for name, value in values.items()},
             **({} if self._meter is None else {"context_tokens": self._meter.latest}),
         )
+        self._reply_started_at = None  # the next reply's frames are its own
         self.say(
             "agent", (item.text_content or "") + (" [interrupted]" if item.interrupted else "")
         )

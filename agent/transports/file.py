@@ -60,13 +60,15 @@ async def _wait_until_idle(
     session: AgentSession, settle_s: float, busy: Callable[[], bool], *ends: asyncio.Event
 ) -> bool:
     """True once user and agent have both been quiet for ``settle_s`` (or one of ``ends``
-    happened); False on timeout."""
+    happened); False on timeout. A reply being written or synthesised counts as the agent's:
+    a realtime engine stays "listening" until its first audio frame plays."""
     deadline = time.monotonic() + IDLE_TIMEOUT_S
     quiet_since: float | None = None
     while time.monotonic() < deadline and not any(end.is_set() for end in ends):
         quiet = (
             session.user_state == "listening"
             and session.agent_state in ("listening", "idle")
+            and session.current_speech is None
             and not busy()
         )
         now = time.monotonic()
