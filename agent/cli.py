@@ -195,10 +195,12 @@ def _devices(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from .serve import ServeConfigError, ServeOptions
     from .transports.sip import SipConfigError, SipOptions
+    from .transports.sip_extension import check_settings
 
     profile = _profile(args)
     try:
         sip = SipOptions.parse(args.sip, args.sip_allow) if args.sip else None
+        check_settings(profile.sip, serving_sip=sip is not None)
         options = ServeOptions(
             host=args.host,
             port=args.port,

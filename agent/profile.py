@@ -216,6 +216,26 @@ class CallSettings(_Section):
     record_notice: str = "This call is recorded."
 
 
+class SipSettings(_Section):
+    """The agent as an extension of a PBX (agent/transports/sip_registration.py)."""
+
+    registrar: str = ""
+    """HOST[:PORT] the agent registers with, and whose proxy sends it calls ("" = none: calls
+    come straight to ``serve --sip``'s address)."""
+    domain: str = ""
+    """The extension's domain, ``sip:USER@DOMAIN`` ("" = the registrar's host)."""
+    user: str = "agent"
+    password_env: str = "VOICE_AGENT_SIP_PASSWORD"
+    """The environment variable holding the extension's password (never logged)."""
+    password_file: str = ""
+    """Or a file holding it (read at start; wins over ``password_env``)."""
+    expires: int = Field(300, ge=10, le=86400)
+    """Seconds each registration asks for; it is renewed at nine tenths of what is granted."""
+    authenticate_calls: bool = False
+    """Calls must answer a digest challenge with ``user`` and the password (else only
+    ``--sip-allow``'s addresses are trusted)."""
+
+
 class ConsoleSettings(_Section):
     """WebRTC's audio processing on the console's microphone (audio/sound_card.py)."""
 
@@ -274,6 +294,7 @@ class Profile(_Section):
     context: ContextSettings = ContextSettings()
     vision: VisionSettings = VisionSettings()
     call: CallSettings = CallSettings()
+    sip: SipSettings = SipSettings()
     console: ConsoleSettings = ConsoleSettings()
     addressing: AddressingSettings = AddressingSettings()
     mqtt: MqttSection = MqttSection()

@@ -329,6 +329,8 @@ async def serve(factory: SessionFactory, options: ServeOptions, stop: asyncio.Ev
         print(f"serving on {options.url} — {what}", flush=True)
         if sip is not None:
             print(f"serving on {sip.address} — call it", flush=True)
+            if sip.extension is not None:
+                print(f"registering as {sip.extension} — callers reach it there", flush=True)
         await stop.wait()
     finally:
         await pool.aclose()

@@ -60,8 +60,17 @@ def microphone_wav(source: Path, out: Path, *, tail_s: float = 40.0) -> Path:
 class Phone:
     """One baresip user agent, calling from its own SIP port."""
 
-    def __init__(self, folder: Path, microphone: Path, port: int, *, answers: bool = False) -> None:
-        """``answers``: picks up every call (an operator calls are transferred to). Its keypad
+    def __init__(
+        self,
+        folder: Path,
+        microphone: Path,
+        port: int,
+        *,
+        answers: bool = False,
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
+        """``answers``: picks up every call (an operator calls are transferred to);
+        ``credentials``: the user and password it answers a digest challenge with. Its keypad
         is baresip's ``ctrl_tcp`` on ``port + 7`` (RFC 4733 telephone-events; baresip's own SIP
         listens on ``port`` and, over TLS, ``port + 1``)."""
         self.folder = folder
@@ -72,6 +81,8 @@ class Phone:
             if answers
             else (f"<sip:phone{port}@{HOST}>;regint=0")
         )
+        if credentials:
+            account += f";auth_user={credentials[0]};auth_pass={credentials[1]}"
         (folder / "accounts").write_text(account + "\n")
         (folder / "config").write_text(
             f"sip_listen {HOST}:{port}\n"

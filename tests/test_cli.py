@@ -19,6 +19,12 @@ def files(tmp_path):
     (tmp_path / "a-file").write_text("")
     recorded = 'name = "recorded"\nprompt = "call"\n[call]\nrecord = true\n'
     (tmp_path / "recorded.toml").write_text(recorded)
+    for name, sip in {
+        "extension": 'registrar = "192.0.2.10"',
+        "unreadable-password": 'registrar = "192.0.2.10"\npassword_file = "/nowhere/password"',
+        "bad-registrar": f'registrar = "192.0.2.10:sixty"\npassword_file = "{tmp_path}/notes.txt"',
+    }.items():
+        (tmp_path / f"{name}.toml").write_text(f'name = "{name}"\nprompt = "call"\n[sip]\n{sip}\n')
     return tmp_path
 
 
@@ -56,6 +62,18 @@ CASES = {
     "recording-nowhere": (
         ["serve", "--sip", "127.0.0.1:5060", "--profile", "{d}/recorded.toml"],
         "give --log-dir, where each call's conversation.wav is written",
+    ),
+    **{
+        case: (["serve", "--sip", "127.0.0.1:5060", "--profile", f"{{d}}/{case}.toml"], message)
+        for case, message in {
+            "extension": "set $VOICE_AGENT_SIP_PASSWORD or [sip] password_file",
+            "unreadable-password": "password_file /nowhere/password: No such file or directory",
+            "bad-registrar": "[sip] registrar 192.0.2.10:sixty:",
+        }.items()
+    },
+    "extension-without-sip": (
+        ["serve", "--profile", "{d}/extension.toml"],
+        "the profile's [sip] section needs serve --sip IP:PORT",
     ),
     "phi4mm-model-missing": (
         ["run-file", str(DEMO), "--out", "{d}/out", "--engine", "phi4mm", "--model", "/nowhere"],

@@ -23,7 +23,8 @@ from ..control import ControlledSession
 from ..conversations import ConversationPool, PoolFull
 from ..session import SessionFactory
 from .sip_call import PhoneCall
-from .sip_wire import GuardedUAS, UdpTransport
+from .sip_extension import CallAuthenticator, Extension, sip_password
+from .sip_wire import GuardedUAS, SipConfigError, UdpTransport
 
 logger = logging.getLogger("voice_agent")
 
@@ -34,10 +35,6 @@ RTP_PORTS = (20000, 30000)
 
 class CallAbandoned(Exception):
     """The caller cancelled while the call was being answered."""
-
-
-class SipConfigError(ValueError):
-    """SIP cannot be served as asked; the message is meant for the user."""
 
 
 @dataclass(frozen=True)
@@ -116,11 +113,22 @@ class SipServer:
         self._uas.on_ack_timeout = self._unacknowledged
         self._uas.on_reinvite = self._reinvited
         self._uas.on_key = self._keyed
+        sip = factory.profile.sip
+        password = sip_password(sip) if sip.registrar or sip.authenticate_calls else ""
+        self._extension = Extension(self._uac, sip, password) if sip.registrar else None
+        self._authenticator = (
+            CallAuthenticator(sip.user, password) if sip.authenticate_calls else None
+        )
 
     @property
     def address(self) -> str:
         host = f"[{self._options.host}]" if ":" in self._options.host else self._options.host
         return f"sip:agent@{host}:{self._options.port}"
+
+    @property
+    def extension(self) -> str | None:
+        """The address-of-record the registrar knows the agent by, if it registers."""
+        return None if self._extension is None else self._extension.aor
 
     async def start(self) -> None:
         try:
@@ -130,11 +138,15 @@ class SipServer:
                 f"cannot take SIP calls on {self._options.host}:{self._options.port}: "
                 f"{e.strerror or e}"
             ) from None
+        if self._extension is not None:
+            self._extension.start()
 
     async def aclose(self) -> None:
         for task in list(self._answering):
             task.cancel()
         await asyncio.gather(*self._answering, return_exceptions=True)
+        if self._extension is not None:
+            await self._extension.aclose()
         await self._uas.stop()
 
     def _on_invite(self, call: IncomingCall) -> None:
@@ -143,6 +155,15 @@ class SipServer:
             logger.warning("a call from %s was refused: not in --sip-allow", caller)
             metrics.SIP_CALLS.labels("forbidden").inc()
             call.reject(403, "Forbidden")
+        elif self._authenticator is not None and not self._authenticator.admits(call.invite):
+            metrics.SIP_CALLS.labels("unauthenticated").inc()
+            # aiosipua's reject() sends no headers: the challenge goes with its response
+            call._send_response(
+                401,
+                "Unauthorized",
+                extra_headers={"WWW-Authenticate": self._authenticator.challenge()},
+            )
+            call.dialog.terminate()
         elif call.sdp_offer is None or (audio := call.sdp_offer.audio) is None or not audio.port:
             metrics.SIP_CALLS.labels("not_acceptable").inc()
             call.reject(488, "Not Acceptable Here")

@@ -18,6 +18,10 @@ from .. import metrics
 logger = logging.getLogger("voice_agent")
 
 
+class SipConfigError(ValueError):
+    """SIP cannot be served as asked; the message is meant for the user."""
+
+
 def malformed(request: SipRequest) -> str | None:
     """What makes ``request`` unusable, in words; None if nothing. aiosipua reads the CSeq and
     the SDP as it handles a request, and an exception there leaves the caller unanswered."""
