@@ -8,7 +8,9 @@ Writes OUT_DIR/result.json.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -57,9 +59,21 @@ def start_pbx(
             env={"AGENT_PASSWORD": password, "PATH": "/usr/sbin:/usr/bin:/bin"},
             stdout=output,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its worker processes go with it
         )  # fmt: skip
     assert wait_until(lambda: b"Listening on" in log.read_bytes(), 10), log.read_text()
     return process
+
+
+def stop_pbx(process: subprocess.Popen[bytes]) -> None:
+    """Kamailio and every worker it forked (a worker outlives a parent that was killed)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(10)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def probe() -> int:
@@ -102,45 +116,48 @@ def main(out_dir: Path) -> None:
     jfk = microphone_wav(SHARED_AUDIO / "jfk.flac", out_dir / "jfk-8k.wav")
     server_log_path = out_dir / "server.log"
     server_said = lambda text: text in server_log_path.read_text()  # noqa: E731
-    pbx = start_pbx(out_dir, 1)
-    with server_log_path.open("w") as server_log:
-        server = start_serve(
-            "--profile", str(agent_profile(out_dir)),
-            "--sip", f"{HOST}:{SIP_PORT}", "--sip-allow", f"{PBX}/32",
-            "--port", str(WEB_PORT), "--max-sessions", "1", "--log-dir", str(logs),
-            stderr=server_log, env={"VOICE_AGENT_SIP_PASSWORD": PASSWORD},
-        )  # fmt: skip
-        caller = Phone(out_dir / "caller", jfk, 5080, credentials=("agent", PASSWORD))
-        stranger = Phone(out_dir / "stranger", jfk, 5090)
-        try:
-            started = time.monotonic()
-            result["registered"] = wait_until(lambda: server_said(f"registered {EXTENSION}"), 10)
-            result["registered_s"] = time.monotonic() - started
-            # a caller who knows the password, through the PBX: greeted, then answered
-            caller.dial(EXTENSION)
-            result["answered"] = wait_until(lambda: answered(logs) is not None, CALL_TIMEOUT_S)
-            caller.hang_up()
-            # one who does not: refused, and no conversation begun
-            stranger.dial(EXTENSION)
-            result["stranger_refused"] = stranger.wait_for("401", 15)
-            stranger.quit()
-            result["sessions"] = len(records(logs))
-            # the PBX restarted knows no binding: the agent's renewal restores it
-            pbx.kill()
-            pbx.wait()
-            pbx = start_pbx(out_dir, 2)
-            restarted = time.monotonic()
-            result["probe_after_restart"] = probe()
-            result["reachable_again"] = wait_until(lambda: probe() == 200, EXPIRES + 5)
-            result["reachable_again_s"] = time.monotonic() - restarted
-        finally:
-            server.send_signal(signal.SIGTERM)
-            result["server_exit"] = server.wait(30)
-            caller.quit()
-            stranger.quit()
-        result["probe_after_stop"] = probe()
-        pbx.terminate()
-        pbx.wait(10)
+    pbxes = [start_pbx(out_dir, 1)]
+    try:
+        with server_log_path.open("w") as server_log:
+            server = start_serve(
+                "--profile", str(agent_profile(out_dir)),
+                "--sip", f"{HOST}:{SIP_PORT}", "--sip-allow", f"{PBX}/32",
+                "--port", str(WEB_PORT), "--max-sessions", "1", "--log-dir", str(logs),
+                stderr=server_log, env={"VOICE_AGENT_SIP_PASSWORD": PASSWORD},
+            )  # fmt: skip
+            caller = Phone(out_dir / "caller", jfk, 5080, credentials=("agent", PASSWORD))
+            stranger = Phone(out_dir / "stranger", jfk, 5090)
+            try:
+                started = time.monotonic()
+                result["registered"] = wait_until(
+                    lambda: server_said(f"registered {EXTENSION}"), 10
+                )
+                result["registered_s"] = time.monotonic() - started
+                # a caller who knows the password, through the PBX: greeted, then answered
+                caller.dial(EXTENSION)
+                result["answered"] = wait_until(lambda: answered(logs) is not None, CALL_TIMEOUT_S)
+                caller.hang_up()
+                # one who does not: refused, and no conversation begun
+                stranger.dial(EXTENSION)
+                result["stranger_refused"] = stranger.wait_for("401", 15)
+                stranger.quit()
+                result["sessions"] = len(records(logs))
+                # the PBX restarted knows no binding: the agent's renewal restores it
+                stop_pbx(pbxes[0])
+                pbxes.append(start_pbx(out_dir, 2))
+                restarted = time.monotonic()
+                result["probe_after_restart"] = probe()
+                result["reachable_again"] = wait_until(lambda: probe() == 200, EXPIRES + 5)
+                result["reachable_again_s"] = time.monotonic() - restarted
+            finally:
+                server.send_signal(signal.SIGTERM)
+                result["server_exit"] = server.wait(30)
+                caller.quit()
+                stranger.quit()
+            result["probe_after_stop"] = probe()
+    finally:
+        for pbx in pbxes:
+            stop_pbx(pbx)
     result["server_log"] = server_log_path.read_text()
     result["caller"] = caller.seen()
     result["stranger"] = stranger.seen()

@@ -19,7 +19,7 @@ from agent.transports import sip_extension
 from agent.transports.sip_extension import CallAuthenticator, Extension
 from agent.transports.sip_wire import GuardedUAS, UdpTransport
 from tests.conftest import run_isolated
-from tests.pbx_calls import EXPIRES, PASSWORD, start_pbx
+from tests.pbx_calls import EXPIRES, PASSWORD, start_pbx, stop_pbx
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +87,7 @@ async def test_a_wrong_password_is_told_in_one_line_and_tried_again(tmp_path, ca
     finally:
         await extension.aclose()
         await uas.stop()
-        pbx.terminate()
-        pbx.wait(10)
+        stop_pbx(pbx)
 
 
 async def test_a_registrar_that_does_not_answer_is_told_once_and_asked_again(caplog, monkeypatch):
