@@ -217,7 +217,7 @@ class CallSettings(_Section):
 
 
 class SipSettings(_Section):
-    """The agent as an extension of a PBX (agent/transports/sip_registration.py)."""
+    """The agent as an extension of a PBX (agent/transports/sip_extension.py)."""
 
     registrar: str = ""
     """HOST[:PORT] the agent registers with, and whose proxy sends it calls ("" = none: calls
