@@ -9,6 +9,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -268,6 +269,9 @@ def _download_model(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="voice-agent", description="A local, offline voice assistant.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {version('phi4mm-voice-agent')}"
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def with_session_options(p: argparse.ArgumentParser) -> None:

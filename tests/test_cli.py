@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 import numpy as np
 import pytest
 
@@ -106,3 +108,9 @@ def test_console_without_audio_devices_says_so():
         "voice-agent: error: no microphone found: console needs a default audio input device "
         "(use run-file to answer a recording instead)"
     )
+
+
+def test_version_names_the_installed_release():
+    result = voice_agent("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"voice-agent {version('phi4mm-voice-agent')}"
