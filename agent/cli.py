@@ -177,6 +177,13 @@ def _console(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from .doctor import Wanted, run_checks
+
+    wanted = Wanted(_profile(args), args.port, args.sip_port, args.mqtt)
+    return 0 if run_checks(wanted) else 1
+
+
 def _devices(args: argparse.Namespace) -> int:
     from .transports.devices import all_devices
 
@@ -406,6 +413,14 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--revision", default=DEFAULT_REVISION, help="branch, tag or PR ref")
     download.add_argument("--dir", help="a folder to put it in (default: the Hugging Face cache)")
     download.set_defaults(handler=_download_model)
+
+    doctor = commands.add_parser("doctor", help="check this machine for what the agent needs")
+    with_session_options(doctor)
+    doctor.add_argument("--port", type=_number_in(1, 65535, kind=int), help="serve's, to check")
+    doctor.add_argument(
+        "--sip-port", type=_number_in(1, 65535, kind=int), help="also this UDP port"
+    )
+    doctor.set_defaults(handler=_doctor)
     return parser
 
 
