@@ -101,7 +101,10 @@ def _espeak() -> Check:
 
 def _llama_cpp() -> Check:
     # in a process of its own: a build for another CPU dies of an illegal instruction
-    probe = "import llama_cpp; print(llama_cpp.__version__)"
+    probe = (
+        "import llama_cpp; llama_cpp.llama_backend_init(); "
+        "print(llama_cpp.__version__, llama_cpp.llama_print_system_info().decode())"
+    )
     try:
         run = subprocess.run(
             [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60
@@ -116,7 +119,11 @@ def _llama_cpp() -> Check:
     if run.returncode != 0:
         reason = (run.stderr.strip().splitlines() or ["it cannot be imported"])[-1]
         return Check("llama.cpp", False, reason, SETUP)
-    return Check("llama.cpp", True, f"llama-cpp-python {run.stdout.strip()}, built for this CPU")
+    version, _, features = run.stdout.strip().partition(" ")
+    used = [f for f in ("AVX2", "AVX512", "NEON") if f"{f} = 1" in features]
+    return Check(
+        "llama.cpp", True, f"llama-cpp-python {version}, runs here ({', '.join(used) or 'no SIMD'})"
+    )
 
 
 def _bundled_models(profile: Profile) -> Iterator[Check]:
