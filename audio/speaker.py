@@ -46,6 +46,8 @@ class SpeakerOutput(io.AudioOutput):
         self._interrupted = False
         self._playout: asyncio.Task[None] | None = None
         self._voiced_samples = 0
+        self._segment_open = False
+        """A frame was captured since the last flush: LiveKit counts a segment only then."""
 
     @property
     def voiced_s(self) -> float:
@@ -58,6 +60,7 @@ class SpeakerOutput(io.AudioOutput):
 
     async def capture_frame(self, frame: rtc.AudioFrame) -> None:
         await super().capture_frame(frame)
+        self._segment_open = True
         if self._playout is None:
             self._playout = asyncio.create_task(self._play(), name=f"{self.label}-playout")
         for chunk in self._chunker.push(frame.data):
@@ -65,6 +68,9 @@ class SpeakerOutput(io.AudioOutput):
 
     def flush(self) -> None:
         super().flush()
+        if not self._segment_open:
+            return  # a reply cut before its first frame: no segment, so no end to report
+        self._segment_open = False
         for chunk in self._chunker.flush():
             self._queue.put_nowait(chunk)
         self._queue.put_nowait(_SegmentEnd())
