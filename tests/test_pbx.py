@@ -18,7 +18,7 @@ from agent.profile import SipSettings
 from agent.transports import sip_extension
 from agent.transports.sip_extension import CallAuthenticator, Extension
 from agent.transports.sip_wire import GuardedUAS, UdpTransport
-from tests.conftest import run_isolated
+from tests.conftest import free_udp_port, run_isolated
 from tests.pbx_calls import EXPIRES, PASSWORD, start_pbx, stop_pbx
 
 
@@ -50,13 +50,6 @@ def test_the_agent_unregisters_as_it_stops_and_never_logs_its_password(pbx_calls
     assert "unregistered sip:agent@" in pbx_calls["server_log"]
     assert pbx_calls["probe_after_stop"] == 480
     assert PASSWORD not in pbx_calls["server_log"]
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def extension_for(registrar: str, password: str) -> tuple[Extension, GuardedUAS]:

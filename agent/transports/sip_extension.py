@@ -16,6 +16,7 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiosipua import SipRequest, SipResponse, SipUAC
@@ -54,15 +55,16 @@ def sip_password(settings: SipSettings) -> str:
     return password
 
 
-def registrar_address(settings: SipSettings) -> tuple[str, int]:
-    """``[sip] registrar`` as an IP address and port (a name is looked up once, at start)."""
+def registrar_address(settings: SipSettings) -> tuple[str, str, int]:
+    """``[sip] registrar`` as its host as written, and the IP address and port it is reached
+    at (a name is looked up once, at start)."""
     try:
         where = urlsplit(f"//{settings.registrar}")
-        port = where.port or 5060
-        ip = socket.getaddrinfo(where.hostname or "", port, type=socket.SOCK_DGRAM)[0][4][0]
+        host, port = where.hostname or "", where.port or 5060
+        ip = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][4][0]
     except (ValueError, OSError) as e:
         raise SipConfigError(f"[sip] registrar {settings.registrar}: {e}") from None
-    return str(ip), port
+    return host, str(ip), port
 
 
 def check_settings(settings: SipSettings, serving_sip: bool) -> None:
@@ -79,7 +81,10 @@ def check_settings(settings: SipSettings, serving_sip: bool) -> None:
 class _Binding(Registration):
     """A ``Registration`` that says when the registrar has answered."""
 
-    answered: asyncio.Event
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.answered = asyncio.Event()
+        self.on_expired = lambda _: self.answered.set()  # the renewal got no answer
 
     def _handle_response(self, response: SipResponse) -> None:
         sent = self._cseq
@@ -92,20 +97,17 @@ class Extension:
     """Keeps ``sip:USER@DOMAIN`` bound to this agent's SIP address until ``aclose``."""
 
     def __init__(self, uac: SipUAC, settings: SipSettings, password: str) -> None:
-        registrar = registrar_address(settings)
-        domain = settings.domain or urlsplit(f"//{settings.registrar}").hostname
-        self.aor = f"sip:{settings.user}@{domain}"
+        host, ip, port = registrar_address(settings)
+        self.aor = f"sip:{settings.user}@{settings.domain or host}"
         self._binding = _Binding(
             uac,
             self.aor,
-            registrar,
+            (ip, port),
             expires=settings.expires,
             auth=SipDigestAuth(settings.user, password),
             user_agent="voice-agent",
         )
-        self._binding.answered = asyncio.Event()
-        self._binding.on_expired = lambda _: self._binding.answered.set()
-        self._where = f"{registrar[0]}:{registrar[1]}"
+        self._where = f"{ip}:{port}"
         self._task: asyncio.Task[None] | None = None
 
     @property
