@@ -6,9 +6,12 @@ answers "Yes?"), or push-to-talk (the console's Enter key, MQTT ``cmd/listen``, 
 Talk button). Once addressed it listens: follow-ups need no wake phrase until ``listen_s``
 have passed in silence after its reply, and then it waits again.
 
-The recognizer hears the wake phrase. A transcript that is not for the assistant is dropped
-before LiveKit reads it: no turn starts, nothing is generated or kept in the chat, and speech
-over a reply is a false interruption, after which the reply goes on.
+The recognizer hears the wake phrase, and a heard word counts when it is spelt or sounds like
+the phrase's: recognizers write what they hear ("A computer" for "Hey computer"; on one CI
+machine Whisper did), so each word is also compared as espeak-ng says it. A transcript that is
+not for the assistant is dropped before LiveKit reads it: no turn starts, nothing is generated
+or kept in the chat, and speech over a reply is a false interruption, after which the reply
+goes on.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import difflib
+import itertools
 import logging
 import re
-from collections.abc import AsyncIterable, AsyncIterator
+import subprocess
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,6 +31,7 @@ from livekit import rtc
 from livekit.agents import Agent, AgentSession, ModelSettings, stt
 from livekit.agents.voice.events import AgentStateChangedEvent, UserStateChangedEvent
 
+from audio.tts import VOICE_ALIASES
 from prompts import phrase
 
 from .profile import AddressingSettings
@@ -40,6 +46,7 @@ WORD_LIKENESS = 0.75
 LEADING_WORDS = 2
 """Words the recognizer may write before the wake phrase ("Oh, hey computer")."""
 _WORD = re.compile(r"\w+")
+_STRESS = str.maketrans("", "", "ˈˌ")
 
 
 @dataclass(frozen=True)
@@ -48,23 +55,54 @@ class AddressingChanged:
     by: Trigger
 
 
-def after_wake_phrase(transcript: str, phrases: list[str]) -> str | None:
+def after_wake_phrase(transcript: str, phrases: list[str], language: str = "en") -> str | None:
     """The request that follows a wake phrase at the start of ``transcript`` ("" when the
-    phrase was said alone), or None when none of ``phrases`` begins it."""
+    phrase was said alone), or None when none of ``phrases`` begins it, spelt or sounded."""
     words = list(_WORD.finditer(transcript))
     said = [w.group().lower() for w in words]
-    for wake in phrases:
-        wanted = _WORD.findall(wake.lower())
+    wanted = [_WORD.findall(wake.lower()) for wake in phrases]
+    end = _phrase_end(said, wanted)
+    if end is None:  # spelling missed it: compare how the words sound
+        heard = said[: LEADING_WORDS + max(map(len, wanted))]
+        sounds = iter(_sounds([*heard, *itertools.chain.from_iterable(wanted)], language))
+        heard = [next(sounds) for _ in heard]
+        end = _phrase_end(heard, [[next(sounds) for _ in wake] for wake in wanted])
+    if end is None:
+        return None
+    return transcript[words[end - 1].end() :].lstrip(" ,.!?;:-—").strip()
+
+
+def _phrase_end(said: list[str], phrases: list[list[str]]) -> int | None:
+    """How many of ``said``'s words the first matching phrase takes up, leading words
+    included."""
+    for wanted in phrases:
         for start in range(min(LEADING_WORDS, len(said) - len(wanted)) + 1):
             heard = said[start : start + len(wanted)]
             if all(_alike(h, w) for h, w in zip(heard, wanted, strict=True)):
-                rest = transcript[words[start + len(wanted) - 1].end() :]
-                return rest.lstrip(" ,.!?;:-—").strip()
+                return start + len(wanted)
     return None
 
 
 def _alike(heard: str, wanted: str) -> bool:
     return difflib.SequenceMatcher(None, heard, wanted).ratio() >= WORD_LIKENESS
+
+
+def _sounds(words: Sequence[str], language: str) -> list[str]:
+    """How espeak-ng says each word on its own (IPA, without stress marks); the words
+    themselves where it has no voice for ``language``."""
+    base = language.split("-")[0].lower()
+    voice = VOICE_ALIASES.get(base, base)
+    spoken = subprocess.run(
+        ["espeak-ng", "-q", "--ipa", "-v", voice],
+        input="\n".join(words),
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    sounds = spoken.stdout.splitlines()
+    if spoken.returncode != 0 or len(sounds) != len(words):
+        return list(words)
+    return [sound.strip().translate(_STRESS) for sound in sounds]
 
 
 class Addressing(rtc.EventEmitter[Literal["changed", "ignored"]]):
@@ -94,12 +132,12 @@ class Addressing(rtc.EventEmitter[Literal["changed", "ignored"]]):
             raise ValueError("this profile listens always ([addressing] mode)")
         self._change("listening", by)
 
-    def heard(self, transcript: str) -> str | None:
+    def heard(self, transcript: str, language: str = "en") -> str | None:
         """What of a final transcript is for the assistant: the text to answer, "" for the
         wake phrase alone, None for nothing (always: it is always listening)."""
         request = None
         if self.settings.mode == "wake_phrase":
-            request = after_wake_phrase(transcript, self.settings.wake_phrases)
+            request = after_wake_phrase(transcript, self.settings.wake_phrases, language)
         if request is not None:
             self._change("listening", "wake_phrase")
             return request
@@ -154,11 +192,11 @@ class AddressedAgent(Agent):
                 yield event
                 continue
             heard = event.alternatives[0]
-            request = self._addressing.heard(heard.text)
+            language = str(heard.language or self.session.userdata.language)
+            request = self._addressing.heard(heard.text, language)
             if request is None:
                 continue
             if not request:  # the wake phrase alone: it is listening
-                language = str(heard.language or self.session.userdata.language)
                 self.session.say(phrase("listening", language), add_to_chat_ctx=False)
                 continue
             alternatives = [dataclasses.replace(heard, text=request), *event.alternatives[1:]]

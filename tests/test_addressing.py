@@ -35,6 +35,7 @@ PHRASES = ["hey computer"]
         ("Hey computer, what time is it?", "what time is it?"),
         ("Hey, Computer.", ""),
         ("Oh, hey computers! Set a timer for five minutes.", "Set a timer for five minutes."),
+        ("A computer, what time is it?", "what time is it?"),  # "hey" as Whisper heard it once
         ("The computer is broken.", None),
         ("I told him hey computer yesterday.", None),
         ("What time is it?", None),

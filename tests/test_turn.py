@@ -73,11 +73,18 @@ async def test_a_question_that_sounds_unfinished_is_finished_once_its_words_are_
 
 
 def test_a_pause_inside_a_sentence_does_not_end_the_turn(tmp_path, jfk):
-    """JFK stops for 1.2 s after "ask not": longer than the profile's min_delay, so the VAD's
-    turn taking answers half a sentence; Smart Turn hears that it goes on and waits (up to
-    max_delay, 1.5 s)."""
+    """JFK stops after "ask not": longer than the profile's min_delay, so the VAD's turn taking
+    answers half a sentence; Smart Turn hears that it goes on and waits (up to max_delay, 1.5 s).
+
+    His pause after "Americans" is cut to 0.15 s, so the sentence so far is one utterance, and
+    the one after "ask not" to 0.9 s (0.4 s from either delay). Left whole, the first pause (1.1 s)
+    commits "And so my fellow Americans." and Smart Turn then judges "ask not" alone, which
+    sounds finished after 0.2 s of silence (0.58-0.74) and unfinished 0.1 s earlier: a verdict
+    the machine's speed picked (one CI run answered "Ask not!" on its own)."""
+    pieces = [(0.0, 2.20), (3.20, 4.75), (4.95, None)]
+    said = [jfk[int(start * SAMPLE_RATE) : end and int(end * SAMPLE_RATE)] for start, end in pieces]
     tail = np.zeros(6 * SAMPLE_RATE, np.int16)
-    sf.write(tmp_path / "pause.wav", np.concatenate([jfk, tail]), SAMPLE_RATE)
+    sf.write(tmp_path / "pause.wav", np.concatenate([*said, tail]), SAMPLE_RATE)
     turns = {}
     for detector in ("vad", "smart-turn"):
         out = tmp_path / detector
