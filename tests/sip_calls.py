@@ -2,10 +2,10 @@
 
 Run by tests/test_sip.py inside a network namespace (``conftest.isolated``), as
 ``python tests/sip_calls.py OUT_DIR`` (the lite engine, every scenario, every call recorded),
-``python tests/sip_calls.py --phi4mm MODEL_DIR OUT_DIR`` (one call, to the Phi-4-multimodal
-engine) or ``python tests/sip_calls.py --keypad OUT_DIR`` (one recorded call that types on
-its keypad; the server is killed in it). Each phone is Debian's baresip: its microphone a WAV
-from shared/audio (``aufile``), and what it hears recorded by its ``sndfile`` module.
+or ``python tests/sip_calls.py --phi4mm MODEL_DIR OUT_DIR`` (one call, to the
+Phi-4-multimodal engine); tests/keypad_calls.py and tests/pbx_calls.py call with its phones.
+Each phone is Debian's baresip: its microphone a WAV (``aufile``), and what it hears recorded
+by its ``sndfile`` module.
 
 Writes OUT_DIR/result.json: what each phone heard and logged, and what the server wrote.
 """
@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import wave
 from pathlib import Path
@@ -68,9 +67,11 @@ class Phone:
         *,
         answers: bool = False,
         credentials: tuple[str, str] | None = None,
+        quits_after_s: int = 120,
     ) -> None:
         """``answers``: picks up every call (an operator calls are transferred to);
-        ``credentials``: the user and password it answers a digest challenge with. Its keypad
+        ``credentials``: the user and password it answers a digest challenge with;
+        ``quits_after_s``: baresip's own end, mid-call or not. Its keypad
         is baresip's ``ctrl_tcp`` on ``port + 7`` (RFC 4733 telephone-events; baresip's own SIP
         listens on ``port`` and, over TLS, ``port + 1``)."""
         self.folder = folder
@@ -96,6 +97,7 @@ class Phone:
             f"module_app ctrl_tcp.so\nctrl_tcp_listen {HOST}:{port + 7}\n"
         )
         self.port = port
+        self.quits_after_s = quits_after_s
         self.log_path = folder / "baresip.log"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -105,7 +107,7 @@ class Phone:
     def start(self, *args: str) -> None:
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
-                ["baresip", "-f", str(self.folder), *args, "-t", "120"],
+                ["baresip", "-f", str(self.folder), *args, "-t", str(self.quits_after_s)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -195,24 +197,35 @@ def greeted(log_dir: Path, other_than: set[str]) -> str | None:
     return None
 
 
-def call_profile(out_dir: Path, english: str = "piper", *, record: bool = False) -> Path:
+def call_profile(
+    out_dir: Path, english: str = "piper", *, record: bool = False, tools: tuple[str, ...] = ()
+) -> Path:
     """The built-in call profile, transferring to the operator's phone, with ``english`` as
-    its English voice, recording each call if ``record``."""
+    its English voice, recording each call if ``record``, offering ``tools`` besides its own."""
     text = (REPO / "agent/profiles/call.toml").read_text()
     assert 'transfer_to = ""' in text and "[voice]\n" in text and "record = false" in text
+    assert '"transfer_call"]' in text
     text = text.replace('transfer_to = ""', f'transfer_to = "{OPERATOR}"')
     text = text.replace("record = false", f"record = {str(record).lower()}")
+    offered = "".join(f', "{tool}"' for tool in tools)
+    text = text.replace('"transfer_call"]', f'"transfer_call"{offered}]')
     path = out_dir / "call.toml"
     path.write_text(text.replace("[voice]\n", f'[voice]\nenglish = "{english}"\n'))
     return path
 
 
 def serve_calls(
-    out_dir: Path, *args: str, stderr: Any, english: str = "piper", record: bool = False
+    out_dir: Path,
+    *args: str,
+    stderr: Any,
+    english: str = "piper",
+    record: bool = False,
+    tools: tuple[str, ...] = (),
 ) -> subprocess.Popen[str]:
     """``serve --sip`` on the call profile, one call at a time, each call's events logged."""
+    profile = call_profile(out_dir, english, record=record, tools=tools)
     return start_serve(
-        "--profile", str(call_profile(out_dir, english, record=record)), *args,
+        "--profile", str(profile), *args,
         "--sip", f"{HOST}:{SIP_PORT}", "--sip-allow", f"{HOST}/32",
         "--port", str(WEB_PORT), "--max-sessions", "1", "--log-dir", str(out_dir / "logs"),
         stderr=stderr,
@@ -327,43 +340,6 @@ def main(out_dir: Path) -> None:
     (out_dir / "result.json").write_text(json.dumps(result, indent=1))
 
 
-KEYED = [f"{n:04d}#" for n in range(1234, 10000, 876)][:10]
-"""What the keypad caller types, one entry at a time: ten account numbers."""
-
-
-def keypad_call(out_dir: Path) -> None:
-    """One recorded caller, answered, who then types ``KEYED`` on the keypad; a few seconds
-    after the last entry is told to the model, the server is killed (SIGKILL)."""
-    result: dict[str, Any] = {}
-    logs = out_dir / "logs"
-    # baresip hangs up when its microphone's file ends: silence enough for every entry
-    jfk = microphone_wav(SHARED_AUDIO / "jfk.flac", out_dir / "jfk-8k.wav", tail_s=100)
-    with (out_dir / "server.log").open("w") as server_log:
-        server = serve_calls(out_dir, stderr=server_log, record=True)
-        phone = Phone(out_dir / "phone", jfk, 5080)
-        try:
-            phone.dial()
-            result["answered"] = wait_until(lambda: answered(logs) is not None, CALL_TIMEOUT_S)
-            session = result["session"] = answered(logs)
-            for keys in KEYED:
-                phone.press(keys)
-                time.sleep(0.4 * len(keys) + 1.0)  # baresip types a key every 240 ms
-            told = lambda: [  # noqa: E731
-                e for e in records(logs)[session] if "on the keypad" in e.get("transcript", "")
-            ]
-            result["all_told"] = wait_until(lambda: len(told()) >= len(KEYED), 30)
-            time.sleep(3.0)  # the agent answers on: the kill comes mid-call
-            result["last_event_t"] = records(logs)[session][-1]["t"] if session else 0.0
-        finally:
-            server.kill()
-            server.wait(30)
-            phone.quit()
-        result["keyed"] = KEYED
-        result["records"] = records(logs)
-        result["recordings"] = recordings(logs)
-    (out_dir / "result.json").write_text(json.dumps(result, indent=1))
-
-
 def phi4mm_call(out_dir: Path, model: str) -> None:
     """One caller, greeted and answered by the Phi-4-multimodal engine, who then hangs up."""
     result: dict[str, Any] = {}
@@ -393,7 +369,5 @@ def phi4mm_call(out_dir: Path, model: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "--phi4mm":
         phi4mm_call(Path(sys.argv[3]), sys.argv[2])
-    elif sys.argv[1] == "--keypad":
-        keypad_call(Path(sys.argv[2]))
     else:
         main(Path(sys.argv[1]))

@@ -120,6 +120,17 @@ def test_never_mind_is_acknowledged_without_a_tool(intents):
     assert matched is not None and matched.answer == "OK." and matched.calls == ()
 
 
+@pytest.mark.parametrize(
+    "said",
+    ["I'd like to enter my account number.", "Can I type in my PIN?", "I'll type it in."],
+)
+def test_a_caller_about_to_type_a_number_is_asked_to_and_the_keypad_is_read(intents, said):
+    matched = intents.match(said, "en", EVERY_TOOL)
+    assert matched is not None and [call.name for call in matched.calls] == ["collect_digits"]
+    assert matched.answer == "Please type it on your keypad, then press the hash key."
+    assert intents.match("What is my account number?", "en", EVERY_TOOL) is None
+
+
 def test_a_template_never_calls_a_tool_the_profile_does_not_offer(intents):
     assert intents.match("Turn on the lamp.", "en", {"get_time"}) is None
     assert intents.match("What time is it?", "en", {"get_time"}) is not None

@@ -84,9 +84,9 @@ async def test_collect_digits_reads_the_keypad_of_a_phone_call_only():
         await collect_digits(caller, count=4)  # type: ignore[arg-type]
     caller.userdata.phone = object()  # type: ignore[assignment]
     typing(caller.userdata.keypad, "0042#")
-    assert await collect_digits(caller) == "The caller typed 0 0 4 2."  # type: ignore[arg-type]
+    assert await collect_digits(caller) == "Typed on the keypad: 0 0 4 2."  # type: ignore[arg-type]
     said = await collect_digits(caller, timeout_s=1)  # type: ignore[arg-type]
-    assert said == "The caller typed nothing within 1 seconds."
+    assert said == "Nothing was typed on the keypad within 1 seconds."
 
 
 def info(body: str, content_type: str) -> SipRequest:

@@ -40,6 +40,7 @@ from tools.call import send_digits
 
 from .conftest import JFK, free_udp_port, run_isolated
 from .conftest import words as spoken
+from .keypad_calls import KEYED, TOLD, collected
 from .scripted import CallerContext
 
 
@@ -202,7 +203,7 @@ def test_every_call_leaves_a_complete_recording_however_it_ended(calls):
 @pytest.fixture(scope="module")
 def keypad_call(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("keypad-call")
-    result = run_isolated("tests/sip_calls.py --keypad", out, timeout=400)
+    result = run_isolated("tests/keypad_calls.py", out, timeout=400)
     assert result["answered"], result["problem"]
     return result
 
@@ -210,19 +211,22 @@ def keypad_call(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_what_a_caller_types_reaches_the_model_exactly_and_is_never_heard_as_speech(
     keypad_call,
 ):
-    """Ten account numbers typed on a real phone (RFC 4733): each key is a ``dtmf`` event,
-    each entry (ended by #) a turn of the caller's in words; no key makes a turn of speech or
-    cuts the agent off, though it is answering the entry before while the next is typed."""
+    """A caller on a real phone (RFC 4733) says ten times "I'd like to enter my account
+    number": each time the agent asks for it and ``collect_digits`` reads the entry (ended by
+    #) exactly, which the chat keeps for the model. Keys typed unasked are told to the model as
+    the caller's turn in words. Each key is a ``dtmf`` event; none makes a turn of speech or
+    cuts the agent off."""
     events = keypad_call["records"][keypad_call["session"]]
-    keyed = keypad_call["keyed"]
-    assert [e["digit"] for e in events if e["type"] == "dtmf"] == list("".join(keyed))
-    told = [e["transcript"] for e in events if e["type"] == "user_turn"][-len(keyed) :]
-    assert told == [f"The caller pressed {' '.join(keys)} on the keypad." for keys in keyed]
-    first_key = next(e["t"] for e in events if e["type"] == "dtmf")
-    after = [e for e in events if e["t"] >= first_key]
-    assert not [e for e in after if e["type"] == "interruption"], "no key barged in"
-    turns = [e["transcript"] for e in after if e["type"] == "user_turn"]
-    assert all("on the keypad" in turn for turn in turns), turns
+    assert keypad_call["asked"] == len(KEYED), "the agent asked for the keypad each time"
+    assert collected(events) == [f"Typed on the keypad: {' '.join(k[:-1])}." for k in KEYED]
+    assert [e["digit"] for e in events if e["type"] == "dtmf"] == list("".join(KEYED + TOLD))
+    told = [e["transcript"] for e in events if e["type"] == "user_turn"][-len(TOLD) :]
+    assert told == [f"The caller pressed {' '.join(keys)} on the keypad." for keys in TOLD]
+    turns = [e["transcript"] for e in events if e["type"] == "user_turn"]
+    assert all("account number" in t or "on the keypad" in t for t in turns[1:]), turns
+    first_unasked = next(e["t"] for e in events if e["type"] == "dtmf" and e["digit"] == "4")
+    after = [e for e in events if e["t"] >= first_unasked and e["type"] == "interruption"]
+    assert not after, "no key barged in"
 
 
 def test_a_recording_keeps_the_call_to_its_last_second_when_the_server_is_killed(keypad_call):

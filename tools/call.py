@@ -45,9 +45,9 @@ async def collect_digits(
     if not 0 <= count <= 32 or not 1 <= timeout_s <= 60 or len(terminator) > 1:
         raise ToolError("count is 0 to 32, timeout_s 1 to 60, the terminator one key or none")
     digits = await context.userdata.keypad.collect(count, terminator, timeout_s)
-    if not digits:
-        return f"The caller typed nothing within {timeout_s:g} seconds."
-    return f"The caller typed {' '.join(digits)}."
+    if not digits:  # said as it is where tool results are spoken ([lite] tool_answers)
+        return f"Nothing was typed on the keypad within {timeout_s:g} seconds."
+    return f"Typed on the keypad: {' '.join(digits)}."
 
 
 @function_tool

@@ -52,6 +52,8 @@ SPOKEN_IN_EVERY_LANGUAGE = frozenset(
 DEVICE_DOMAINS = ("switch", "cover")
 """A profile's device may be switched (the lamp: on, off) or opened (the door: open, close)."""
 NEVER_MIND = "OK."
+KEYPAD_PROMPT = "Please type it on your keypad, then press the hash key."
+"""Said as the keypad is read: the caller knows to type and how to finish."""
 THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
 logger = logging.getLogger("voice_agent")
 
@@ -139,10 +141,15 @@ HANDLERS: dict[str, Callable[[Entities, dict[str, Any]], tuple[ParsedToolCall, .
     "HassGetWeather": lambda slots, context: _call("look_up_online", topic="the weather"),
     "LookUpOnline": lambda slots, context: _call("look_up_online", topic=slots["topic"]),
     "EndConversation": lambda slots, context: _call("end_conversation"),
+    "CollectDigits": lambda slots, context: _call("collect_digits"),
     "Calculate": _calculation,
     "ConvertUnits": _conversion,
     "GetWorldTime": _world_time,
 }
+
+
+SAID_FIRST = {"CollectDigits": KEYPAD_PROMPT}
+"""What the agent says as it carries out an intent whose tool waits for the caller."""
 
 
 def _templates(language: str) -> dict[str, Any]:
@@ -233,7 +240,7 @@ class LocalIntents:
         if not calls or any(call.name not in offered for call in calls):
             return None
         logger.debug("intent %s: %s", name, calls)
-        return IntentMatch(name, calls=calls)
+        return IntentMatch(name, calls=calls, answer=SAID_FIRST.get(name, ""))
 
     def _recognize(self, text: str, intents: Intents, language: str) -> RecognizeResult | None:
         names = [
