@@ -41,6 +41,10 @@ class _Generation:
     requested_at: float = field(default_factory=time.perf_counter)
     answers: str | None = None
     """The user turn this reply answers."""
+    turns: list[str] = field(default_factory=list)
+    """The turns not yet transcribed when it was asked for: it prices them, then transcribes
+    them. A turn committed while it runs is left to the reply that answers it, so that its
+    transcript (and the user_turn record) never comes before its price."""
 
 
 class Phi4MMRealtimeSession(llm.RealtimeSession):
@@ -126,7 +130,9 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
         tools: NotGivenOr[list[llm.Tool]] = NOT_GIVEN,
     ) -> asyncio.Future[llm.GenerationCreatedEvent]:
         self.interrupt()
-        generation = _Generation(message_id=f"assistant_{uuid.uuid4().hex[:12]}")
+        generation = _Generation(
+            message_id=f"assistant_{uuid.uuid4().hex[:12]}", turns=list(self._untranscribed)
+        )
         self._current = generation
         messages = utils.aio.Chan[llm.MessageGeneration]()
         modalities: asyncio.Future[list[Literal["text", "audio"]]] = asyncio.Future()
@@ -196,7 +202,7 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
             generation.text.close()
             generation.functions.close()
         try:
-            await self._transcribe_pending()
+            await self._transcribe(generation.turns)
         except Exception as e:
             logger.exception("Phi-4-multimodal could not transcribe a turn")
             self._report(e)
@@ -274,13 +280,15 @@ class Phi4MMRealtimeSession(llm.RealtimeSession):
                 for noted in record.images:  # one frame at most joins a turn
                     noted.tokens = self._model.engine.image_tokens(part)
 
-    async def _transcribe_pending(self) -> None:
+    async def _transcribe(self, turns: list[str]) -> None:
+        """Each of ``turns`` not transcribed yet, oldest first."""
         async with self._transcribing:
-            while self._untranscribed:
-                await self._transcribe(self._untranscribed[0])
-                self._untranscribed.pop(0)
+            for item_id in turns:
+                if item_id in self._untranscribed:
+                    await self._transcribe_turn(item_id)
+                    self._untranscribed.remove(item_id)
 
-    async def _transcribe(self, item_id: str) -> None:
+    async def _transcribe_turn(self, item_id: str) -> None:
         record = self._model.records.turns[item_id]
         transcript = await self._model.run(self._model.engine.transcribe, record.clips)
         item = self._chat_ctx.get_by_id(item_id)
