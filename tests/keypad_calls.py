@@ -72,9 +72,9 @@ def keypad_call(out_dir: Path) -> None:
                 result["asked"] += 1
                 phone.press(keys)
                 wait_until(lambda: len(collected(events())) >= result["asked"], 20)
-            for keys in TOLD:
+            for count, keys in enumerate(TOLD, 1):
                 phone.press(keys)
-                wait_until(lambda: events()[-1].get("transcript", "").endswith("keypad."), 15)
+                wait_until(lambda wanted=count: len(told(events())) >= wanted, 15)
             time.sleep(3.0)  # the agent answers on: the kill comes mid-call
             result["last_event_t"] = events()[-1]["t"] if session else 0.0
         finally:
@@ -91,6 +91,11 @@ def asked_for_keys(events: list[dict[str, Any]], times: int) -> bool:
     once the request is said."""
     asked = [e for e in events if e["type"] == "agent_reply" and e["text"] == KEYPAD_PROMPT]
     return len(asked) >= times
+
+
+def told(events: list[dict[str, Any]]) -> list[str]:
+    """The caller's turns of keys typed unasked."""
+    return [e["transcript"] for e in events if "on the keypad" in e.get("transcript", "")]
 
 
 def collected(events: list[dict[str, Any]]) -> list[str]:
