@@ -165,9 +165,10 @@ def test_requests_whose_tools_speak_english_only_go_to_the_model_in_other_langua
 async def test_a_spoken_request_is_answered_by_the_tool_and_stays_in_the_chat(tmp_path):
     """The desktop profile, the real recognizer and model: the time, a sum and a sum on that
     one are carried out by the templates' calls, logged with their source, and the model's
-    next turn sees them."""
+    next turn sees them. (The sum is asked without "What is": Whisper tiny.en heard espeak's
+    "What is seventeen…" as "What a 17 times 23" in 2 of 8 runs, which no template matches.)"""
     samples = await spoken(
-        "What time is it?", "What is seventeen times twenty three?", "And what is that plus eight?"
+        "What time is it?", "Seventeen times twenty three?", "And what is that plus eight?"
     )
     factory = await SessionFactory.load(load_profile("desktop"))
     controlled = ControlledSession.open(factory, None, owns_factory=True)
@@ -185,11 +186,16 @@ async def test_a_spoken_request_is_answered_by_the_tool_and_stays_in_the_chat(tm
     await controlled.aclose()
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     calls = [e for e in events if e["type"] == "tool_call"]
+    said = [  # what was heard and said, in order: the whole log is too long for a message
+        (e["type"], e["t"], e.get("transcript") or e.get("text") or e.get("name"))
+        for e in events
+        if e["type"] in ("user_turn", "agent_reply", "tool_call", "interruption", "error")
+    ]
     assert [(c["name"], c["source"], c["is_error"]) for c in calls] == [
         ("get_time", "intent", False),
         ("calculate", "intent", False),
         ("calculate", "intent", False),
-    ], events
+    ], said
     replies = [e["text"] for e in events if e["type"] == "agent_reply"]
     assert replies[0].startswith("It is ") and replies[1:] == ["That makes 391.", "That makes 399."]
     assert [item.name for item in history if item.type == "function_call"] == [
